@@ -1,0 +1,186 @@
+"""Does a LoRA learn? Train the demo LoRA with lorakit's trainer on CPU and score base vs. LoRA.
+
+    OMP_NUM_THREADS=1 python bench/learning.py                 # the demo recipe, full table
+    OMP_NUM_THREADS=1 python bench/learning.py --epochs 3 --n 12
+
+The base model is data/toy-base; the concept is the toy world's cross under the trigger word (data/demo).
+For each checkpoint (epoch) × strength it samples prompts and scores them with lorakit.scorer:
+  likeness      the trigger prompt draws the concept's shape
+  adaptability  ... in the colour and on the background asked for (all pairs; `unseen` = pairs absent
+                from the LoRA's images)
+  ordinary      prompts for the ordinary shapes, with the LoRA active, still draw what they ask (no leakage)
+It ends with `likeness: x` and `adaptability: y` for the recommended checkpoint and strength.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lorakit import toyworld as tw  # noqa: E402
+from lorakit.config import TrainConfig  # noqa: E402
+from lorakit.project import Project  # noqa: E402
+from lorakit.scorer import score_batch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_MODEL = REPO / "data" / "toy-base"
+RECOMMENDED_STRENGTH = 1.0
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How many prompts of each kind to sample, and how."""
+
+    n_seen: int = 16
+    n_unseen: int = 32
+    n_ordinary: int = 30
+    steps: int = 25
+    cfg: float = 4.0
+    sampler: str = "Euler a"
+    seed: int = 1000
+
+
+@dataclass
+class Cell:
+    """Scores of one checkpoint at one strength (epoch 0 = the base model alone)."""
+
+    epoch: int
+    strength: float
+    likeness: float
+    adaptability: float
+    unseen_adaptability: float
+    ordinary: float
+    checkpoint: str = ""
+
+
+def prepare_project(root: Path, spec: tw.DemoSpec = tw.DemoSpec()) -> Project:
+    """A fresh project holding the demo dataset (dataset/<r>_<trigger>/) and its reg images (dataset/reg/)."""
+    shutil.rmtree(root, ignore_errors=True)
+    project = Project.create(root)
+    tw.write_concept_dataset(project.dataset_dir, spec)
+    tw.write_reg_dataset(project.reg_dir, spec)
+    return project
+
+
+def train_demo(project: Project, cfg: TrainConfig) -> tuple[list[Path], float]:
+    """Train with lorakit's own trainer; returns the checkpoints in epoch order and the seconds it took."""
+    from lorakit.train import train
+
+    t0 = time.time()
+    result = train(project, cfg)
+    return list(result.checkpoints), time.time() - t0
+
+
+def _images(gen, prompts: list[str], seeds: list[int], lora: Path | None, strength: float, spec: EvalSpec):
+    loras = [(lora, strength)] if lora is not None and strength else []
+    return gen.generate_batch(prompts, seeds=seeds, loras=loras, steps=spec.steps, cfg=spec.cfg, sampler=spec.sampler)
+
+
+def evaluate(gen, lora: Path | None, strength: float, spec: EvalSpec, epoch: int = 0) -> Cell:
+    """Score one checkpoint at one strength on trigger prompts (seen and unseen pairs) and ordinary prompts."""
+    seen = tw.concept_eval_set(spec.n_seen, seen=True)
+    unseen = tw.concept_eval_set(spec.n_unseen, seen=False)
+    ordinary = tw.base_eval_set(spec.n_ordinary)
+    concept = seen + unseen
+    seeds = [spec.seed + i for i in range(len(concept))]
+    c_imgs = _images(gen, [e.prompt(tw.TRIGGER) for e in concept], seeds, lora, strength, spec)
+    c_score = score_batch(c_imgs, concept)
+    u_score = score_batch(c_imgs[len(seen):], unseen)
+    o_imgs = _images(gen, [e.prompt() for e in ordinary], [spec.seed + 500 + i for i in range(len(ordinary))],
+                     lora, strength, spec)
+    o_score = score_batch(o_imgs, ordinary)
+    return Cell(epoch, strength, c_score.likeness, c_score.adaptability, u_score.adaptability, o_score.correct,
+                lora.name if lora else "")
+
+
+def epoch_of(path: Path, n_epochs: int) -> int:
+    """Epoch of a checkpoint file: name-00000N -> N, the unnumbered last file -> n_epochs."""
+    head, _, tail = path.stem.rpartition("-")
+    return int(tail) if head and tail.isdigit() else n_epochs
+
+
+def format_table(cells: list[Cell]) -> str:
+    """The table of scores, one row per (epoch, strength)."""
+    rows = [f"{'epoch':>5} {'strength':>8} {'likeness':>9} {'adapt':>6} {'unseen':>7} {'ordinary':>9}"]
+    for c in cells:
+        rows.append(f"{c.epoch:>5} {c.strength:>8.2f} {c.likeness:>9.2f} {c.adaptability:>6.2f} "
+                    f"{c.unseen_adaptability:>7.2f} {c.ordinary:>9.2f}")
+    return "\n".join(rows)
+
+
+def best_cell(cells: list[Cell], min_ordinary: float = 0.9) -> Cell:
+    """The cell with the best likeness × adaptability among those that keep ordinary prompts right."""
+    pool = [c for c in cells if c.epoch > 0 and c.ordinary >= min_ordinary] or [c for c in cells if c.epoch > 0]
+    return max(pool, key=lambda c: (c.likeness * c.adaptability, c.epoch == max(x.epoch for x in pool), -c.epoch))
+
+
+def run(workdir: Path, cfg: TrainConfig, strengths: list[float], spec: EvalSpec, epochs_to_score: list[int] | None
+        ) -> dict:
+    """Train the demo LoRA, score the base model and every (epoch, strength); returns all the figures."""
+    from lorakit.generate import Generator
+
+    project = prepare_project(workdir)
+    cfg.model.base_model = str(BASE_MODEL)
+    checkpoints, train_seconds = train_demo(project, cfg)
+    n_epochs = cfg.training.max_train_epochs
+    by_epoch = {epoch_of(p, n_epochs): p for p in checkpoints}
+    print(f"trained {len(checkpoints)} checkpoints in {train_seconds:.0f}s", flush=True)
+    gen = Generator(str(BASE_MODEL))
+    t0 = time.time()
+    cells = [evaluate(gen, None, 0.0, spec)]
+    for epoch in sorted(by_epoch):
+        if epochs_to_score and epoch not in epochs_to_score:
+            continue
+        for s in strengths:
+            cells.append(evaluate(gen, by_epoch[epoch], s, spec, epoch))
+            print(format_table(cells[-1:]).splitlines()[1], flush=True)
+    eval_seconds = time.time() - t0
+    recommended = next(c for c in cells if c.epoch == n_epochs and c.strength == RECOMMENDED_STRENGTH)
+    return {"cells": cells, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+            "recommended": recommended, "best": best_cell(cells), "base": cells[0]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0 = keep)")
+    parser.add_argument("--strengths", default="0.5,0.75,1.0,1.25")
+    parser.add_argument("--n", type=int, default=0, help="scale the number of prompts (0 = default spec)")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    cfg = tw.demo_config()
+    if args.epochs:
+        cfg.training.max_train_epochs = args.epochs
+    spec = EvalSpec() if not args.n else EvalSpec(n_seen=args.n // 2, n_unseen=args.n, n_ordinary=args.n)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lorakit-bench-"))
+    out = run(workdir, cfg, [float(s) for s in args.strengths.split(",")], spec, None)
+    print()
+    print(format_table(out["cells"]))
+    print(f"\ntraining {out['train_seconds']:.0f}s, scoring {out['eval_seconds']:.0f}s; "
+          f"base model likeness {out['base'].likeness:.2f}")
+    b, r = out["best"], out["recommended"]
+    print(f"best: epoch {b.epoch} strength {b.strength}; recommended: epoch {r.epoch} strength {r.strength} "
+          f"(ordinary prompts {r.ordinary:.2f}, unseen-pair adaptability {r.unseen_adaptability:.2f})")
+    if args.json:
+        args.json.write_text(json.dumps({**out, "cells": [asdict(c) for c in out["cells"]],
+                                         "recommended": asdict(r), "best": asdict(b), "base": asdict(out["base"])},
+                                        indent=2))
+    print(f"likeness: {r.likeness:.2f}")
+    print(f"adaptability: {r.adaptability:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,452 @@
+"""The training config: one description of every setting, its help text, its checks, and its TOML form.
+
+    from lorakit.config import TrainConfig
+    cfg = TrainConfig.load("my-project/lorakit.toml")
+    cfg.network.rank = 32
+    cfg.save("my-project/lorakit.toml")
+
+Every field carries its one-line explanation in ``field(metadata={"help": ...})``; the form in notebook 02,
+``lorakit config show`` and the comments in the saved file are all made from it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import sys
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+FAMILIES = ("auto", "sd1", "sd2", "sd2-v", "sdxl")
+NETWORK_TYPES = ("lora", "locon", "loha", "lokr", "dora")
+OPTIMIZERS = ("AdamW", "AdamW8bit", "Adafactor", "Prodigy", "DAdaptAdam", "SGD")
+SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "adafactor",
+)
+PRECISIONS = ("no", "fp16", "bf16")
+SAVE_PRECISIONS = ("fp16", "bf16", "float")
+PREDICTION_TYPES = ("auto", "epsilon", "v_prediction")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, with what to do instead."""
+
+
+def _f(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - `help` reads best in the field list
+    """A dataclass field with its help text (and, for lists, a factory)."""
+    meta = {"help": help, **extra}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        near = difflib.get_close_matches(value, allowed, n=1, cutoff=0.4)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"{name} = {value!r} is not one of {', '.join(allowed)}.{hint}")
+
+
+def _positive(name: str, value: float, why: str) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0 {why} (got {value}).")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{name} must be >= 0 (got {value}); 0 switches it off.")
+
+
+@dataclass
+class ModelConfig:
+    base_model: str = _f(
+        "",
+        "Base checkpoint: a diffusers folder, a single .safetensors file, or a hub id. "
+        "Empty = the small demo model that ships with lorakit.",
+    )
+    family: str = _f("auto", "Model family: auto (detect), sd1, sd2, sd2-v (v-prediction) or sdxl.", choices=FAMILIES)
+    prediction_type: str = _f(
+        "auto",
+        "What the UNet predicts: auto (from the model), epsilon (SD1.x, SD2 base) or v_prediction (SD2.x 768-v).",
+        choices=PREDICTION_TYPES,
+    )
+    allow_pickle: bool = _f(False, "Allow loading a pickled .ckpt file. Pickles can run code: only for files you trust.")
+    clip_skip: int = _f(1, "Use the output of the N-th last text-encoder layer (1 = last; anime models often use 2).")
+
+    def __post_init__(self) -> None:
+        _choice("model.family", self.family, FAMILIES)
+        _choice("model.prediction_type", self.prediction_type, PREDICTION_TYPES)
+        if self.clip_skip < 1:
+            raise ConfigError("model.clip_skip must be >= 1 (1 = the last layer, as most models were trained).")
+
+
+@dataclass
+class NetworkConfig:
+    type: str = _f(
+        "lora",
+        "Adapter kind: lora (attention + linear layers), locon (lora + ResNet convs), loha, lokr, dora.",
+        choices=NETWORK_TYPES,
+    )
+    rank: int = _f(16, "Network dim (rank): capacity of the adapter. 8-32 for a character, 32-128 for a style.")
+    alpha: float = _f(
+        16.0,
+        "Network alpha: the update is scaled by alpha/rank. alpha = rank means no scaling; "
+        "alpha = 1 with a high rank means a much smaller effective learning rate.",
+    )
+    conv_rank: int = _f(0, "Rank for the ResNet conv layers (locon/loha/lokr); 0 = same as rank.")
+    conv_alpha: float = _f(0.0, "Alpha for the conv layers; 0 = same as alpha.")
+    dropout: float = _f(0.0, "Dropout on the adapter's input during training (0-0.5); a mild regulariser.")
+    train_unet: bool = _f(True, "Train an adapter on the UNet (almost always on).")
+
+    def __post_init__(self) -> None:
+        _choice("network.type", self.type, NETWORK_TYPES)
+        if self.rank < 1:
+            raise ConfigError(f"network.rank must be >= 1 (got {self.rank}); 16 is a common start.")
+        _positive("network.alpha", self.alpha, "(alpha/rank scales the update; alpha = rank means no scaling)")
+        _non_negative("network.conv_rank", self.conv_rank)
+        _non_negative("network.conv_alpha", self.conv_alpha)
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"network.dropout must be in [0, 1) (got {self.dropout}); 0.1 is a mild value.")
+
+
+@dataclass
+class OptimizerConfig:
+    optimizer: str = _f("AdamW", "Optimizer: AdamW, AdamW8bit (needs bitsandbytes), Adafactor, Prodigy, DAdaptAdam, SGD.",
+                        choices=OPTIMIZERS)
+    optimizer_args: str = _f("", "Extra optimizer arguments as key=value pairs, e.g. 'weight_decay=0.01 betas=0.9,0.99'.")
+    unet_lr: float = _f(1e-4, "UNet learning rate. The kohya default is 1e-4.")
+    text_encoder_lr: float = _f(5e-5, "Text-encoder learning rate; 0 = keep the text encoder frozen. Often half the UNet's.")
+    lr_scheduler: str = _f("cosine", "How the learning rate changes over the run.", choices=SCHEDULERS)
+    lr_warmup_steps: int = _f(0, "Steps of linear warm-up from 0 to the learning rate.")
+    lr_scheduler_num_cycles: int = _f(1, "Restarts for cosine_with_restarts.")
+    lr_scheduler_power: float = _f(1.0, "Power of the polynomial decay (1 = linear).")
+    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this value; 0 = no clipping.")
+    gradient_accumulation_steps: int = _f(1, "Add up gradients over N batches before a step (a larger batch in the same memory).")
+    stop_text_encoder_training: int = _f(0, "Stop training the text encoder after this many steps; 0 = never stop.")
+
+    def __post_init__(self) -> None:
+        _choice("optimizer.optimizer", self.optimizer, OPTIMIZERS)
+        _choice("optimizer.lr_scheduler", self.lr_scheduler, SCHEDULERS)
+        if not self.unet_lr > 0:
+            raise ConfigError(
+                f"optimizer.unet_lr must be > 0 to train the UNet (got {self.unet_lr}); the kohya default is 1e-4."
+            )
+        _non_negative("optimizer.text_encoder_lr", self.text_encoder_lr)
+        _non_negative("optimizer.lr_warmup_steps", self.lr_warmup_steps)
+        _non_negative("optimizer.max_grad_norm", self.max_grad_norm)
+        _non_negative("optimizer.stop_text_encoder_training", self.stop_text_encoder_training)
+        if self.lr_scheduler_num_cycles < 1:
+            raise ConfigError("optimizer.lr_scheduler_num_cycles must be >= 1.")
+        _positive("optimizer.lr_scheduler_power", self.lr_scheduler_power, "for polynomial decay")
+        if self.gradient_accumulation_steps < 1:
+            raise ConfigError("optimizer.gradient_accumulation_steps must be >= 1 (1 = no accumulation).")
+        if self.lr_scheduler == "adafactor" and self.optimizer != "Adafactor":
+            raise ConfigError("optimizer.lr_scheduler = 'adafactor' works only with optimizer = 'Adafactor'.")
+        parse_optimizer_args(self.optimizer_args)  # raises on malformed text
+
+
+@dataclass
+class DataConfig:
+    dataset_dir: str = _f("dataset", "Training images in kohya layout (<repeats>_<token>/ folders), relative to the project.")
+    reg_dir: str = _f("", "Regularization images (<repeats>_<class>/ folders); empty = none.")
+    repeats: int = _f(0, "Repeats per image per epoch; 0 = use the number in each folder's name (kohya's way).")
+    resolution: int = _f(512, "Training resolution (side of the square area): 512 for SD1.5, 768 for SD2-v, 1024 for SDXL.")
+    enable_bucket: bool = _f(True, "Aspect-ratio buckets: train on non-square images without cropping them square.")
+    min_bucket_reso: int = _f(256, "Smallest bucket side.")
+    max_bucket_reso: int = _f(1024, "Largest bucket side.")
+    bucket_reso_steps: int = _f(64, "Bucket sides are multiples of this.")
+    bucket_no_upscale: bool = _f(True, "Never upscale a small image to fill its bucket.")
+    caption_extension: str = _f(".txt", "Extension of the caption file beside each image.")
+    shuffle_caption: bool = _f(False, "Shuffle comma-separated tags every step (after the first keep_tokens).")
+    keep_tokens: int = _f(0, "Keep the first N tags in place when shuffling (e.g. 1 keeps the trigger word first).")
+    caption_dropout_rate: float = _f(0.0, "Probability of training an image with an empty caption.")
+    caption_tag_dropout_rate: float = _f(0.0, "Probability of dropping each tag (not the kept ones).")
+    flip_aug: bool = _f(False, "Randomly mirror images: doubles variety, but not for asymmetric subjects or text.")
+    cache_latents: bool = _f(True, "Encode each image with the VAE once and reuse it (much faster; off when augmenting).")
+    cache_latents_to_disk: bool = _f(True, "Keep the latent cache in the project's cache/ folder across runs.")
+    prior_loss_weight: float = _f(1.0, "Loss weight of regularization images.")
+
+    def __post_init__(self) -> None:
+        _non_negative("data.repeats", self.repeats)
+        if self.resolution < 8 or self.resolution % 8:
+            raise ConfigError(f"data.resolution must be a multiple of 8 (got {self.resolution}); try 512.")
+        if self.bucket_reso_steps < 8 or self.bucket_reso_steps % 8:
+            raise ConfigError("data.bucket_reso_steps must be a multiple of 8 (64 is the usual value).")
+        if self.min_bucket_reso > self.max_bucket_reso:
+            raise ConfigError("data.min_bucket_reso must not exceed data.max_bucket_reso.")
+        _non_negative("data.keep_tokens", self.keep_tokens)
+        for name in ("caption_dropout_rate", "caption_tag_dropout_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"data.{name} is a probability: between 0 and 1.")
+        _non_negative("data.prior_loss_weight", self.prior_loss_weight)
+        if not self.caption_extension.startswith("."):
+            self.caption_extension = "." + self.caption_extension
+
+
+@dataclass
+class TrainingConfig:
+    max_train_epochs: int = _f(10, "Epochs: passes over the dataset (each image seen `repeats` times per epoch).")
+    max_train_steps: int = _f(0, "Stop after this many optimizer steps; 0 = run all epochs.")
+    train_batch_size: int = _f(1, "Images per step. Higher needs more VRAM; scale the learning rate with care.")
+    mixed_precision: str = _f("no", "Compute precision on the GPU: bf16 (RTX 30xx and newer), fp16, or no (fp32).",
+                              choices=PRECISIONS)
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: much less VRAM, ~20% slower.")
+    sdpa: bool = _f(True, "Use PyTorch's scaled-dot-product attention (fast and memory-efficient).")
+    torch_compile: bool = _f(False, "Compile the UNet with torch.compile (slow first step, faster afterwards).")
+    noise_offset: float = _f(0.0, "Noise offset (0.05-0.1) lets the model learn very dark and very bright images.")
+    multires_noise_iterations: int = _f(0, "Pyramid (multires) noise levels; 6-10 when used, 0 = off.")
+    multires_noise_discount: float = _f(0.3, "How much each coarser pyramid level is damped.")
+    min_snr_gamma: float = _f(0.0, "Min-SNR loss weighting (5 is the paper's value); 0 = off. Stabilises training.")
+    seed: int = _f(42, "Random seed: the same seed, data and settings give the same LoRA.")
+
+    def __post_init__(self) -> None:
+        _choice("training.mixed_precision", self.mixed_precision, PRECISIONS)
+        if self.max_train_epochs < 1 and self.max_train_steps < 1:
+            raise ConfigError("Set training.max_train_epochs (e.g. 10) or training.max_train_steps (e.g. 1500).")
+        _non_negative("training.max_train_steps", self.max_train_steps)
+        if self.train_batch_size < 1:
+            raise ConfigError("training.train_batch_size must be >= 1.")
+        for name in ("noise_offset", "multires_noise_iterations", "min_snr_gamma"):
+            _non_negative(f"training.{name}", getattr(self, name))
+        if not 0 <= self.multires_noise_discount <= 1:
+            raise ConfigError("training.multires_noise_discount must be between 0 and 1 (0.3 is usual).")
+
+
+@dataclass
+class SavingConfig:
+    output_name: str = _f("lora", "File name of the LoRA: checkpoints are <name>-000001.safetensors, the last <name>.safetensors.")
+    save_every_n_epochs: int = _f(1, "Write a checkpoint every N epochs; 0 = only the last.")
+    save_every_n_steps: int = _f(0, "Also write a checkpoint every N steps; 0 = off.")
+    save_precision: str = _f("fp16", "Precision of the saved file: fp16 (smallest, loads everywhere), bf16 or float.",
+                             choices=SAVE_PRECISIONS)
+    save_last_k: int = _f(0, "Keep only the newest K step/epoch checkpoints; 0 = keep all.")
+    save_state: bool = _f(True, "Save optimizer and RNG state with each checkpoint, so a run can resume.")
+    training_comment: str = _f("", "A note stored in the file's metadata (ss_training_comment).")
+
+    def __post_init__(self) -> None:
+        _choice("saving.save_precision", self.save_precision, SAVE_PRECISIONS)
+        if not self.output_name or any(c in self.output_name for c in '/\\:*?"<>|'):
+            raise ConfigError(f"saving.output_name {self.output_name!r} must be a plain file name (no / \\ : * ? \" < > |).")
+        for name in ("save_every_n_epochs", "save_every_n_steps", "save_last_k"):
+            _non_negative(f"saving.{name}", getattr(self, name))
+
+
+@dataclass
+class SamplingConfig:
+    sample_prompts: list[str] = _f(
+        [], "Prompts drawn during training, one per line; kohya options --n --w --h --s --l --d are understood."
+    )
+    sample_every_n_epochs: int = _f(1, "Draw the sample prompts every N epochs; 0 = never.")
+    sample_every_n_steps: int = _f(0, "Also draw them every N steps; 0 = off.")
+    sample_sampler: str = _f("euler_a", "Sampler for the samples (kohya/A1111 name: euler_a, euler, ddim, dpm++_2m, ...).")
+    sample_steps: int = _f(20, "Sampling steps for the samples (a prompt's --s overrides it).")
+    sample_cfg: float = _f(7.0, "Classifier-free guidance scale for the samples (a prompt's --l overrides it).")
+
+    def __post_init__(self) -> None:
+        _non_negative("sampling.sample_every_n_epochs", self.sample_every_n_epochs)
+        _non_negative("sampling.sample_every_n_steps", self.sample_every_n_steps)
+        if self.sample_steps < 1:
+            raise ConfigError("sampling.sample_steps must be >= 1 (20-30 is usual).")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "network": NetworkConfig,
+    "optimizer": OptimizerConfig,
+    "data": DataConfig,
+    "training": TrainingConfig,
+    "saving": SavingConfig,
+    "sampling": SamplingConfig,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs, in sections; ``TrainConfig()`` is a working default for the demo."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    saving: SavingConfig = field(default_factory=SavingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    # ---- conversions ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from nested sections; unknown sections or keys are errors naming the nearest known one."""
+        unknown = [k for k in data if k not in SECTIONS]
+        if unknown:
+            raise ConfigError(_unknown_message(source, unknown[0], list(SECTIONS), "section"))
+        parts = {}
+        for name, section_cls in SECTIONS.items():
+            values = dict(data.get(name, {}))
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [{name}] must be a table of settings, not {type(values).__name__}.")
+            known = {f.name: f for f in fields(section_cls)}
+            for key in values:
+                if key not in known:
+                    raise ConfigError(_unknown_message(source, f"{name}.{key}", [f"{name}.{k}" for k in known], "setting"))
+            for key, value in values.items():
+                values[key] = _coerce(f"{name}.{key}", value, known[key])
+            parts[name] = section_cls(**values)
+        return cls(**parts)
+
+    def validate(self) -> TrainConfig:
+        """Re-run every section's checks (after editing fields in place) and return self."""
+        for name in SECTIONS:
+            getattr(self, name).__post_init__()
+        if self.network.type == "dora" and self.network.conv_rank:
+            raise ConfigError("network.conv_rank is not used by dora; set it to 0 or pick locon.")
+        return self
+
+    def to_toml(self) -> str:
+        lines = ["# lorakit training config: written by notebook 02, read by notebook 03 and `lorakit train`.", ""]
+        body = tomli_w.dumps(self.to_dict(), multiline_strings=False)
+        return "\n".join(lines) + body
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "lorakit.toml") -> TrainConfig:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{source} is not valid TOML: {e}") from e
+        return cls.from_dict(data, source=source).validate()
+
+    def save(self, path: str | Path) -> Path:
+        from lorakit.files import atomic_write_text
+
+        self.validate()
+        return atomic_write_text(Path(path), self.to_toml())
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"No config at {path}. Run notebook 02 (or `lorakit config init`) to write one.")
+        return cls.from_toml(path.read_text(encoding="utf-8-sig"), source=str(path))
+
+    # ---- derived quantities --------------------------------------------------------------------------
+    @property
+    def train_text_encoder(self) -> bool:
+        return self.optimizer.text_encoder_lr > 0
+
+
+def iter_fields(cfg: TrainConfig | None = None):
+    """Yield (section, name, value, dataclass Field) for every setting: the source of forms and docs."""
+    cfg = cfg or TrainConfig()
+    for section in SECTIONS:
+        part = getattr(cfg, section)
+        for f in fields(part):
+            yield section, f.name, getattr(part, f.name), f
+
+
+def default_of(f) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def _unknown_message(source: str, key: str, known: list[str], what: str) -> str:
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    if not near:  # also match on the bare key, for "model.rank" -> "network.rank"
+        bare = {k.split(".")[-1]: k for k in known}
+        hits = difflib.get_close_matches(key.split(".")[-1], list(bare), n=1, cutoff=0.6)
+        near = [bare[hits[0]]] if hits else []
+    hint = f" Did you mean {near[0]!r}?" if near else ""
+    return f"{source}: unknown {what} {key!r}.{hint}"
+
+
+def _coerce(name: str, value: Any, f) -> Any:
+    """Check a value's type against the field's default; ints are accepted for floats."""
+    default = default_of(f)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false (got {value!r}).")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number (got {value!r}).")
+        if math.isnan(float(value)):
+            raise ConfigError(f"{name} must be a number, not NaN.")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{name} must be a whole number (got {value!r}).")
+        return value
+    if isinstance(default, list):
+        if isinstance(value, str):
+            value = [line for line in value.splitlines() if line.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} must be a list of strings.")
+        return list(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be text (got {value!r}).")
+        return value
+    return value
+
+
+def parse_optimizer_args(text: str) -> dict[str, Any]:
+    """Parse kohya-style ``key=value`` optimizer arguments: 'weight_decay=0.01 betas=0.9,0.99 relative_step=False'."""
+    out: dict[str, Any] = {}
+    for item in text.replace("\n", " ").split():
+        if "=" not in item:
+            raise ConfigError(
+                f"optimizer_args: {item!r} is not key=value. Write e.g. 'weight_decay=0.01 relative_step=False'."
+            )
+        key, raw = item.split("=", 1)
+        out[key.strip()] = _literal(raw.strip())
+    return out
+
+
+def _literal(raw: str) -> Any:
+    if "," in raw:
+        return tuple(_literal(p) for p in raw.split(",") if p)
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        return float(raw)
+    except ValueError:
+        return raw.strip("'\"")
+
+
+def steps_per_epoch(n_images_repeated: int, batch_size: int, grad_accum: int = 1) -> int:
+    """Optimizer steps in one epoch: ceil(images × repeats / batch) / accumulation, rounded up."""
+    batches = math.ceil(n_images_repeated / batch_size)
+    return math.ceil(batches / grad_accum)
+
+
+def total_steps(cfg: TrainConfig, n_images_repeated: int) -> int:
+    per_epoch = steps_per_epoch(n_images_repeated, cfg.training.train_batch_size, cfg.optimizer.gradient_accumulation_steps)
+    steps = per_epoch * cfg.training.max_train_epochs
+    if cfg.training.max_train_steps:
+        steps = min(steps, cfg.training.max_train_steps) if cfg.training.max_train_epochs else cfg.training.max_train_steps
+    return steps

@@ -1,0 +1,153 @@
+"""Generate images with LoRAs at chosen strengths, from a pipeline that stays loaded.
+
+    gen = Generator("")                                   # the demo base model
+    img = gen.generate("a <lora:mylora:0.8> red circle", lora_dirs=["out/"], seed=1)
+    img = gen.generate("a red circle", loras=[("out/mylora-000002.safetensors", 1.0)], sampler="DPM++ 2M Karras")
+
+Prompts may use AUTOMATIC1111's ``<lora:name:weight>`` syntax; the tags are removed from the text and become
+adapters with weights. Samplers go by their A1111 names (or kohya's: euler_a, dpm++_2m, ...). The same seed and
+settings give the same pixels on CPU; strength 0 (or no LoRA) gives exactly the base model's image.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from lorakit.models import BaseModel, load_base
+
+# A1111 sampler name -> (diffusers scheduler class, extra config)
+SAMPLERS: dict[str, tuple[str, dict]] = {
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {}),
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "DPM++ SDE Karras": ("DPMSolverSinglestepScheduler", {"use_karras_sigmas": True}),
+    "DDIM": ("DDIMScheduler", {}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+}
+SAMPLER_ALIASES = {
+    "euler_a": "Euler a", "k_euler_a": "Euler a", "euler": "Euler", "k_euler": "Euler", "ddim": "DDIM",
+    "dpm++_2m": "DPM++ 2M", "dpmsolver++": "DPM++ 2M", "dpm++_2m_karras": "DPM++ 2M Karras",
+    "dpm++_sde_karras": "DPM++ SDE Karras", "unipc": "UniPC", "heun": "Heun", "k_lms": "LMS", "lms": "LMS",
+}
+
+LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([-+]?[0-9]*\.?[0-9]+))?>")
+
+
+class GenerateError(ValueError):
+    """A prompt, sampler or LoRA that cannot be used, with the fix."""
+
+
+def sampler_name(name: str) -> str:
+    """Normalise an A1111 or kohya sampler name; an unknown one lists the known ones."""
+    if name in SAMPLERS:
+        return name
+    low = name.strip().lower().replace(" ", "_")
+    if low in SAMPLER_ALIASES:
+        return SAMPLER_ALIASES[low]
+    for known in SAMPLERS:
+        if known.lower() == name.strip().lower():
+            return known
+    raise GenerateError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+
+
+def make_scheduler(pipe_scheduler_config, name: str):
+    """A diffusers scheduler for an A1111 sampler name, keeping the model's prediction type and betas."""
+    import diffusers
+
+    cls_name, extra = SAMPLERS[sampler_name(name)]
+    cls = getattr(diffusers, cls_name)
+    return cls.from_config(pipe_scheduler_config, **extra)
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    name: str
+    weight: float
+
+
+def parse_prompt(prompt: str) -> tuple[str, list[LoraRef]]:
+    """'a <lora:x:0.8> cat' -> ('a cat', [LoraRef('x', 0.8)]); a tag without weight means 1.0."""
+    refs = [LoraRef(m[1].strip(), float(m[2]) if m[2] else 1.0) for m in LORA_TAG.finditer(prompt)]
+    text = re.sub(r"\s{2,}", " ", LORA_TAG.sub("", prompt)).strip().strip(",").strip()
+    text = re.sub(r"\s+,", ",", text)
+    return text, refs
+
+
+def find_lora(name: str, dirs: Sequence[str | Path]) -> Path:
+    """The file for a ``<lora:name>`` tag, looked up in ``dirs`` as A1111 looks in models/Lora."""
+    for d in dirs:
+        for cand in (Path(d) / f"{name}.safetensors", Path(d) / name):
+            if cand.is_file():
+                return cand
+    known = sorted({p.stem for d in dirs for p in Path(d).glob("*.safetensors")})
+    raise GenerateError(f"<lora:{name}> not found in {', '.join(map(str, dirs))}; available: {', '.join(known) or 'none'}")
+
+
+class Generator:
+    """A loaded pipeline plus the LoRA files applied to it, each loaded once as a diffusers adapter."""
+
+    def __init__(self, base_model: str | Path | BaseModel = "", device: str | None = None,
+                 dtype: torch.dtype = torch.float32):
+        self.base = base_model if isinstance(base_model, BaseModel) else load_base(str(base_model), device=device,
+                                                                                 dtype=dtype)
+        self.pipe = self.base.pipe
+        self._adapters: dict[str, str] = {}  # resolved file path -> adapter name
+
+    # ---- LoRA files as adapters ----------------------------------------------------------------------
+    def _adapter_for(self, path: str | Path) -> str:
+        key = str(Path(path).resolve())
+        name = self._adapters.get(key)
+        if name is None or name not in getattr(self.pipe.unet, "peft_config", {}):
+            name = f"lora{len(self._adapters)}_{Path(path).stem}".replace(".", "_").replace("-", "_")
+            self.pipe.load_lora_weights(key, adapter_name=name)
+            self._adapters[key] = name
+        return name
+
+    def apply(self, loras: Sequence[tuple[str | Path, float]]) -> None:
+        """Activate exactly these LoRA files at these strengths (all others off); none or all-zero = base model."""
+        active = [(self._adapter_for(p), float(w)) for p, w in loras if float(w) != 0.0]
+        if not active:
+            if self._adapters:
+                self.pipe.disable_lora()
+            return
+        self.pipe.enable_lora()
+        self.pipe.set_adapters([a for a, _ in active], adapter_weights=[w for _, w in active])
+
+    # ---- images --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_batch(self, prompts: Sequence[str], *, seeds: Sequence[int], loras=(), lora_dirs=(),
+                       negative_prompt: str = "", steps: int = 20, cfg: float = 7.0, width: int | None = None,
+                       height: int | None = None, sampler: str = "Euler a") -> list[Image.Image]:
+        """One image per (prompt, seed); every prompt must carry the same <lora:...> tags."""
+        parsed = [parse_prompt(p) for p in prompts]
+        tags = {tuple(r) for _, r in parsed}
+        if len(tags) > 1:
+            raise GenerateError("a batch must use the same <lora:...> tags in every prompt; generate them apart.")
+        refs = parsed[0][1] if parsed else []
+        all_loras = list(loras) + [(find_lora(r.name, lora_dirs), r.weight) for r in refs]
+        self.apply(all_loras)
+        self.pipe.scheduler = make_scheduler(self.pipe.scheduler.config, sampler)
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        out = self.pipe(
+            prompt=[t for t, _ in parsed],
+            negative_prompt=[negative_prompt] * len(parsed) if negative_prompt or cfg > 1 else None,
+            num_inference_steps=steps,
+            guidance_scale=cfg,
+            width=width,
+            height=height,
+            generator=generators,
+            output_type="pil",
+        )
+        return list(out.images)
+
+    def generate(self, prompt: str, *, seed: int = 0, **kwargs) -> Image.Image:
+        return self.generate_batch([prompt], seeds=[seed], **kwargs)[0]

@@ -1,0 +1,249 @@
+"""Load a base model and describe its family, so the training loop never asks "which model is this?".
+
+    from lorakit.models import load_base
+    base = load_base("")                      # the demo model that ships in data/
+    base = load_base("/models/sd15")          # a diffusers folder
+    base = load_base("/models/v1-5.safetensors", family="sd1")   # a single file, as in A1111's models folder
+
+Each family (SD1, SD2, SD2-v, SDXL) exposes the same small interface: tokenize, encode a prompt, the extra
+UNet inputs (SDXL's pooled embedding and size/crop ids), the latent scale, and the names other tools use.
+One loaded instance per (source, dtype, device) is kept per process, so a rerun in the same kernel is warm.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DATA_DIR = Path(os.environ.get("LORAKIT_DATA", Path(__file__).resolve().parents[1] / "data"))
+DEMO_MODEL_DIR = DATA_DIR / "toy-base"
+
+
+class ModelError(RuntimeError):
+    """A base model that cannot be found or loaded, with what to do."""
+
+
+# ---- families ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    """What differs between model families, behind one interface."""
+
+    name: str  # sd1 | sd2 | sd2-v | sdxl
+    ss_base_model_version: str  # what kohya writes in ss_base_model_version
+    modelspec_architecture: str  # modelspec.architecture, which A1111 uses to list LoRAs per family
+    default_resolution: int
+    v2: bool = False
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.name == "sdxl"
+
+    def te_prefixes(self) -> list[str]:
+        """Key prefixes of the text encoder(s) in kohya files."""
+        return ["lora_te1", "lora_te2"] if self.is_sdxl else ["lora_te"]
+
+    def tokenize(self, base: BaseModel, captions: list[str]) -> list[torch.Tensor]:
+        """Token ids for each text encoder (padded to the encoder's max length)."""
+        out = []
+        for tok in base.tokenizers:
+            ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                      return_tensors="pt").input_ids
+            out.append(ids)
+        return out
+
+    def encode(self, base: BaseModel, input_ids: list[torch.Tensor], clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(encoder_hidden_states, pooled) for the UNet; pooled only for SDXL."""
+        if not self.is_sdxl:
+            te = base.text_encoders[0]
+            ids = input_ids[0].to(te.device)
+            if clip_skip == 1:
+                return te(ids)[0], None
+            hidden = te(ids, output_hidden_states=True).hidden_states[-clip_skip]
+            return te.text_model.final_layer_norm(hidden) if hasattr(te, "text_model") else te.final_layer_norm(hidden), None
+        # SDXL: penultimate layer of both encoders, concatenated; pooled from the second (projection) encoder
+        states, pooled = [], None
+        for te, ids in zip(base.text_encoders, input_ids, strict=True):
+            out = te(ids.to(te.device), output_hidden_states=True)
+            states.append(out.hidden_states[-(clip_skip + 1)])
+            if hasattr(out, "text_embeds"):
+                pooled = out.text_embeds
+        return torch.cat(states, dim=-1), pooled
+
+    def added_cond(self, pooled: torch.Tensor | None, height: int, width: int, batch: int, device, dtype) -> dict | None:
+        """SDXL's micro-conditioning: original size, crop top-left, target size (no crop: 0, 0)."""
+        if not self.is_sdxl:
+            return None
+        ids = torch.tensor([height, width, 0, 0, height, width], device=device, dtype=dtype).repeat(batch, 1)
+        return {"text_embeds": pooled.to(device=device, dtype=dtype), "time_ids": ids}
+
+
+FAMILIES: dict[str, Family] = {
+    "sd1": Family("sd1", "sd_v1", "stable-diffusion-v1/lora", 512),
+    "sd2": Family("sd2", "sd_v2", "stable-diffusion-v2-512/lora", 512, v2=True),
+    "sd2-v": Family("sd2-v", "sd_v2", "stable-diffusion-v2-768-v/lora", 768, v2=True),
+    "sdxl": Family("sdxl", "sdxl_base_v1-0", "stable-diffusion-xl-v1-base/lora", 1024),
+}
+
+
+# ---- a loaded model ------------------------------------------------------------------------------------
+@dataclass
+class BaseModel:
+    """The parts of a pipeline that training uses, plus the pipeline itself for sampling."""
+
+    source: str
+    family: Family
+    pipe: Any
+    prediction_type: str
+    dtype: torch.dtype
+    device: torch.device
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    @property
+    def noise_scheduler(self):
+        return self.extra["noise_scheduler"]
+
+    @property
+    def text_encoders(self) -> list:
+        encs = [self.pipe.text_encoder]
+        if getattr(self.pipe, "text_encoder_2", None) is not None:
+            encs.append(self.pipe.text_encoder_2)
+        return encs
+
+    @property
+    def tokenizers(self) -> list:
+        toks = [self.pipe.tokenizer]
+        if getattr(self.pipe, "tokenizer_2", None) is not None:
+            toks.append(self.pipe.tokenizer_2)
+        return toks
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def vae_shift(self) -> float:
+        return float(getattr(self.vae.config, "shift_factor", None) or 0.0)
+
+    def describe(self) -> str:
+        return f"{self.family.name} ({self.prediction_type}) from {self.source}"
+
+
+_CACHE: dict[tuple, BaseModel] = {}
+
+
+def resolve_source(source: str | os.PathLike | None) -> str:
+    """Empty means the demo model shipped in data/ (built as a tiny random model if it is missing)."""
+    if source:
+        return str(source)
+    if (DEMO_MODEL_DIR / "model_index.json").is_file():
+        return str(DEMO_MODEL_DIR)
+    from lorakit.tiny import save_tiny_pipeline
+
+    fallback = Path(os.environ.get("LORAKIT_CACHE", Path.home() / ".cache" / "lorakit")) / "tiny-sd1"
+    if not (fallback / "model_index.json").is_file():
+        save_tiny_pipeline(fallback, "sd1")
+    return str(fallback)
+
+
+def detect_family(pipe) -> str:
+    """sd1 / sd2 / sd2-v / sdxl from the pipeline's parts."""
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        return "sdxl"
+    te_cfg = pipe.text_encoder.config
+    v2 = te_cfg.hidden_size == 1024 or getattr(te_cfg, "hidden_act", "") == "gelu"
+    v_pred = pipe.scheduler.config.get("prediction_type") == "v_prediction"
+    if v_pred:
+        return "sd2-v"
+    return "sd2" if v2 else "sd1"
+
+
+def load_base(
+    source: str | os.PathLike | None = "",
+    *,
+    family: str = "auto",
+    prediction_type: str = "auto",
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+    allow_pickle: bool = False,
+    allow_download: bool = False,
+) -> BaseModel:
+    """Load (or take from this process's cache) a base model; see the module docstring."""
+    src = resolve_source(source)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    key = (src, family, prediction_type, dtype, str(device))
+    if key in _CACHE:
+        return _CACHE[key]
+    pipe = _load_pipeline(src, family, dtype, allow_pickle, allow_download)
+    detected = detect_family(pipe)
+    fam_name = detected if family == "auto" else family
+    if family != "auto" and family != detected and not (family.startswith("sd2") and detected.startswith("sd2")):
+        warnings.warn(f"{src} looks like {detected}, but the config says family = {family!r}.", stacklevel=2)
+    model_pred = pipe.scheduler.config.get("prediction_type", "epsilon")
+    pred = prediction_type if prediction_type != "auto" else ("v_prediction" if fam_name == "sd2-v" else model_pred)
+    if pred != model_pred:
+        warnings.warn(
+            f"{src}: the model's scheduler predicts {model_pred!r} but training will use {pred!r}. "
+            "A v-model (SD 2.x 768) trained as epsilon, or the reverse, learns garbage: check model.prediction_type.",
+            stacklevel=2,
+        )
+    if fam_name == "sd2-v" and pred != "v_prediction":
+        fam_name = "sd2"
+    pipe.to(device)
+    for part in [pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]:
+        if part is not None:
+            part.requires_grad_(False)
+            part.eval()
+    from diffusers import DDPMScheduler
+
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type=pred)
+    pipe.set_progress_bar_config(disable=True)
+    base = BaseModel(src, FAMILIES[fam_name], pipe, pred, dtype, device, {"noise_scheduler": noise_scheduler})
+    _CACHE[key] = base
+    return base
+
+
+def _load_pipeline(src: str, family: str, dtype, allow_pickle: bool, allow_download: bool):
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    path = Path(src).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelError(f"{path} is a folder but not a diffusers model (no model_index.json).")
+        return DiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True, safety_checker=None)
+    if path.is_file():
+        if path.suffix in (".ckpt", ".pt", ".bin") and not allow_pickle:
+            raise ModelError(
+                f"{path.name} is a pickled checkpoint, which can run arbitrary code when loaded. Convert it to "
+                ".safetensors, or set model.allow_pickle = true if you trust where it came from."
+            )
+        if path.suffix not in (".safetensors", ".ckpt", ".pt", ".bin"):
+            raise ModelError(f"{path.name}: expected a .safetensors (or .ckpt) checkpoint file.")
+        from lorakit.single_file import load_single_file
+
+        return load_single_file(path, family=family, dtype=dtype)
+    if "/" in src and not src.startswith((".", "/", "~")) and len(src.split("/")) == 2:
+        if not allow_download:
+            raise ModelError(
+                f"{src!r} is not a local file or folder. It looks like a hub id: lorakit never downloads "
+                "unless asked. Pass allow_download=True (CLI: --download) to fetch it, or give a local path."
+            )
+        cls = StableDiffusionXLPipeline if "xl" in src.lower() else StableDiffusionPipeline
+        return cls.from_pretrained(src, torch_dtype=dtype, safety_checker=None)
+    raise ModelError(f"Base model {src!r} not found. Give a diffusers folder or a .safetensors file.")
+
+
+def clear_cache() -> None:
+    _CACHE.clear()

@@ -1,0 +1,228 @@
+"""Adapters through peft on the UNet and text encoder(s), and their kohya-format export.
+
+    net = Network.attach(base, cfg)          # inject LoRA/LoCon/... layers (peft), kohya's targets
+    params = net.param_groups(cfg)           # for the optimizer
+    tensors = net.kohya_state_dict(torch.float16)   # lora_unet_… / lora_te_… keys, real alpha
+    net.detach()                             # back to the plain base model (for the next run)
+
+The file layout is the one AUTOMATIC1111, ComfyUI, kohya and diffusers all read: for each adapted module
+``<prefix>_<module path with _>.lora_down.weight``, ``.lora_up.weight`` and ``.alpha``; the applied delta is
+``strength × alpha / rank × up @ down``. Text-encoder keys use the classic ``text_model_encoder_layers_N_…``
+names whatever transformers calls the modules; SDXL UNet keys use the original-model block names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lorakit.config import TrainConfig
+from lorakit.models import BaseModel
+
+ADAPTER = "lorakit"
+
+# kohya's targets: linear layers (and 1×1 convs) inside the transformer blocks and the text encoder's attention
+# and MLP; LoCon and friends add everything inside the ResNet blocks and the down/up samplers.
+UNET_ATTN_BLOCKS = ("Transformer2DModel",)
+UNET_CONV_BLOCKS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
+TE_BLOCKS = ("CLIPAttention", "CLIPMLP", "CLIPSdpaAttention")
+
+
+def _is_1x1(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+
+
+def target_modules(model: nn.Module, blocks: tuple[str, ...], convs: bool) -> list[str]:
+    """Names of the Linear (and conv) layers inside modules whose class is in ``blocks``."""
+    names: list[str] = []
+    for parent_name, parent in model.named_modules():
+        if type(parent).__name__ not in blocks:
+            continue
+        for child_name, child in parent.named_modules():
+            if not child_name:
+                continue
+            full = f"{parent_name}.{child_name}" if parent_name else child_name
+            if isinstance(child, nn.Linear) or _is_1x1(child) or (convs and isinstance(child, nn.Conv2d)):
+                names.append(full)
+    return sorted(set(names))
+
+
+# ---- kohya key names -----------------------------------------------------------------------------------
+def te_key(prefix: str, module_name: str) -> str:
+    """lora_te_text_model_encoder_layers_0_self_attn_q_proj, whatever the installed transformers calls it."""
+    if not module_name.startswith("text_model."):
+        module_name = "text_model." + module_name
+    return f"{prefix}_{module_name.replace('.', '_')}"
+
+
+def sdxl_unet_to_sgm(name: str, layers_per_block: int) -> str:
+    """diffusers SDXL UNet module path -> the original (SGM) block path kohya writes for SDXL."""
+    n = layers_per_block + 1  # slots per level: resnets (+ attention) and one downsampler / upsampler
+    resnet_sub = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
+                  "conv_shortcut": "skip_connection", "norm1": "in_layers.0", "norm2": "out_layers.0"}
+
+    def resnet(rest: str) -> str:
+        head, _, tail = rest.partition(".")
+        return resnet_sub.get(head, head) + ("." + tail if tail else "")
+
+    if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", name):
+        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        idx = i * n + j + 1
+        return f"input_blocks.{idx}.0.{resnet(rest)}" if kind == "resnets" else f"input_blocks.{idx}.1.{rest}"
+    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv(.*)", name):
+        return f"input_blocks.{(int(m[1]) + 1) * n}.0.op{m[2]}"
+    if m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", name):
+        return f"middle_block.{2 * int(m[1])}.{resnet(m[2])}"
+    if m := re.match(r"mid_block\.attentions\.0\.(.*)", name):
+        return f"middle_block.1.{m[1]}"
+    if m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", name):
+        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        idx = i * n + j  # up blocks have layers_per_block + 1 resnets, so the stride is n as well
+        return f"output_blocks.{idx}.0.{resnet(rest)}" if kind == "resnets" else f"output_blocks.{idx}.1.{rest}"
+    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.(.*)", name):
+        return f"output_blocks.{int(m[1]) * n + n - 1}.UPS.{m[2]}"
+    return name
+
+
+def unet_key(base: BaseModel, module_name: str) -> str:
+    if not base.family.is_sdxl:
+        return "lora_unet_" + module_name.replace(".", "_")
+    sgm = sdxl_unet_to_sgm(module_name, base.unet.config.layers_per_block)
+    if ".UPS." in sgm:  # the upsampler sits after the resnet, and after the attention when the block has one
+        block = base.unet.up_blocks[int(module_name.split(".")[1])]
+        sgm = sgm.replace(".UPS.", ".2." if hasattr(block, "attentions") else ".1.")
+    return "lora_unet_" + sgm.replace(".", "_")
+
+
+# ---- the attached network ------------------------------------------------------------------------------
+@dataclass
+class Network:
+    """The adapter layers injected into a base model for one training run."""
+
+    base: BaseModel
+    kind: str
+    rank: int
+    alpha: float
+    conv_rank: int
+    conv_alpha: float
+    parts: dict[str, nn.Module] = field(default_factory=dict)  # key prefix -> model with adapters
+
+    @classmethod
+    def attach(cls, base: BaseModel, cfg: TrainConfig) -> Network:
+        """Inject the configured adapter into the UNet and, if it trains, the text encoder(s)."""
+        n = cfg.network
+        net = cls(base, n.type, n.rank, n.alpha, n.conv_rank or n.rank, n.conv_alpha or n.alpha)
+        detach_all(base)
+        convs = n.type in ("locon", "loha", "lokr")
+        if n.train_unet:
+            names = target_modules(base.unet, UNET_ATTN_BLOCKS + (UNET_CONV_BLOCKS if convs else ()), convs)
+            net._inject(base.unet, names, n.dropout, conv_names={x for x in names if _is_conv(base.unet, x)})
+            net.parts["lora_unet"] = base.unet
+        if cfg.train_text_encoder:
+            for prefix, te in zip(base.family.te_prefixes(), base.text_encoders, strict=True):
+                net._inject(te, target_modules(te, TE_BLOCKS, False), n.dropout, conv_names=set())
+                net.parts[prefix] = te
+        if not net.parts:
+            raise ValueError("Nothing to train: enable network.train_unet or set a text_encoder_lr above 0.")
+        return net
+
+    def _inject(self, model: nn.Module, names: list[str], dropout: float, conv_names: set[str]) -> None:
+        from peft import inject_adapter_in_model
+
+        config = self._peft_config(names, dropout, conv_names)
+        inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+        for name, p in model.named_parameters():  # peft leaves them trainable; make sure, and keep them fp32
+            if f".{ADAPTER}" in name or ADAPTER in name.split("."):
+                p.requires_grad_(True)
+                p.data = p.data.float()
+
+    def _peft_config(self, names: list[str], dropout: float, conv_names: set[str]):
+        rank_pattern = {re.escape(x): self.conv_rank for x in conv_names}
+        alpha_pattern = {re.escape(x): self.conv_alpha for x in conv_names}
+        common = dict(target_modules=names, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern)
+        if self.kind in ("lora", "locon", "dora"):
+            from peft import LoraConfig
+
+            return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=dropout, init_lora_weights="gaussian",
+                              use_dora=self.kind == "dora", **common)
+        if self.kind == "loha":
+            from peft import LoHaConfig
+
+            return LoHaConfig(r=self.rank, alpha=self.alpha, module_dropout=dropout, **common)
+        from peft import LoKrConfig
+
+        return LoKrConfig(r=self.rank, alpha=self.alpha, module_dropout=dropout, **common)
+
+    @property
+    def has_text_encoder(self) -> bool:
+        return any(k.startswith("lora_te") for k in self.parts)
+
+    # ---- parameters ----------------------------------------------------------------------------------
+    def parameters(self, prefix: str) -> list[nn.Parameter]:
+        return [p for p in self.parts[prefix].parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """All adapter tensors by (part, parameter name): for resume, not for sharing."""
+        return {f"{prefix}:{name}": p.detach().clone() for prefix, model in self.parts.items()
+                for name, p in model.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for prefix, model in self.parts.items():
+            params = dict(model.named_parameters())
+            for key, value in state.items():
+                part, _, name = key.partition(":")
+                if part == prefix:
+                    params[name].data.copy_(value)
+
+    # ---- kohya export --------------------------------------------------------------------------------
+    def kohya_state_dict(self, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+        """The adapter in kohya keys, in ``dtype`` (alpha always as a float32 scalar)."""
+        from peft.tuners.lora import LoraLayer
+
+        out: dict[str, torch.Tensor] = {}
+        for prefix, model in self.parts.items():
+            for name, module in model.named_modules():
+                if not isinstance(module, LoraLayer) or ADAPTER not in module.lora_A:
+                    continue
+                key = unet_key(self.base, name) if prefix == "lora_unet" else te_key(prefix, name)
+                down = module.lora_A[ADAPTER].weight.detach()
+                up = module.lora_B[ADAPTER].weight.detach()
+                out[f"{key}.lora_down.weight"] = down.to(dtype).contiguous().cpu()
+                out[f"{key}.lora_up.weight"] = up.to(dtype).contiguous().cpu()
+                out[f"{key}.alpha"] = torch.tensor(float(module.lora_alpha[ADAPTER]), dtype=torch.float32)
+                if ADAPTER in getattr(module, "lora_magnitude_vector", {}):
+                    mag = module.lora_magnitude_vector[ADAPTER].weight.detach()
+                    out[f"{key}.dora_scale"] = mag.reshape(mag.shape[0], *([1] * (down.dim() - 1))).to(dtype).cpu()
+        if not out:
+            raise NotImplementedError(f"kohya export of network type {self.kind!r} is not implemented yet.")
+        return out
+
+    def detach(self) -> None:
+        detach_all(self.base)
+        self.parts.clear()
+
+
+def _is_conv(model: nn.Module, name: str) -> bool:
+    module = model.get_submodule(name)
+    return isinstance(module, nn.Conv2d) and not _is_1x1(module)
+
+
+def detach_all(base: BaseModel) -> None:
+    """Remove every injected adapter layer, restoring the base model's own modules (no merging)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for model in [base.unet, *base.text_encoders]:
+        for name, module in list(model.named_modules()):
+            if isinstance(module, BaseTunerLayer) and name:
+                parent_name, _, child = name.rpartition(".")
+                parent = model.get_submodule(parent_name) if parent_name else model
+                setattr(parent, child, module.get_base_layer())
+        for attr in ("peft_config", "_hf_peft_config_loaded"):
+            if hasattr(model, attr):
+                if attr == "peft_config":
+                    model.peft_config = {}
+                else:
+                    setattr(model, attr, False)

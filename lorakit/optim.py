@@ -1,0 +1,107 @@
+"""Optimizers and learning-rate schedules, as kohya users name them; shared by training and notebook 02's preview.
+
+    opt = build_optimizer(cfg, [{"params": unet_params, "lr": 1e-4}, {"params": te_params, "lr": 5e-5}])
+    sched = build_scheduler(cfg, opt, total_steps=1500)
+    lr_curve(cfg, total_steps=1500)      # [(step, unet_lr, te_lr), ...] without a model
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from lorakit.config import ConfigError, TrainConfig, parse_optimizer_args
+
+
+class OptimizerUnavailable(ImportError):
+    """An optimizer whose package is not installed, with the install command."""
+
+
+def _need(module: str, optimizer: str, pip_name: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise OptimizerUnavailable(
+            f"optimizer {optimizer!r} needs the package {pip_name!r}: `pip install {pip_name}`"
+            + (" (it needs a CUDA GPU; on CPU use AdamW)" if pip_name == "bitsandbytes" else "")
+            + ", or choose AdamW / Adafactor."
+        )
+
+
+def build_optimizer(cfg: TrainConfig, param_groups: list[dict]) -> torch.optim.Optimizer:
+    """The configured optimizer over the given parameter groups (each with its own 'lr')."""
+    name = cfg.optimizer.optimizer
+    args = parse_optimizer_args(cfg.optimizer.optimizer_args)
+    if "betas" in args and isinstance(args["betas"], tuple):
+        args["betas"] = tuple(float(b) for b in args["betas"])
+    lr = param_groups[0]["lr"]
+    if name == "AdamW":
+        if torch.cuda.is_available() and all(p.is_cuda for g in param_groups for p in g["params"]):
+            args.setdefault("fused", True)  # one kernel for the whole update on CUDA
+        return torch.optim.AdamW(param_groups, lr=lr, **args)
+    if name == "AdamW8bit":
+        _need("bitsandbytes", name, "bitsandbytes")
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(param_groups, lr=lr, **args)
+    if name == "Adafactor":
+        from transformers.optimization import Adafactor
+
+        # kohya's defaults for LoRA: a fixed lr, no relative step (else the lr is ignored)
+        args.setdefault("scale_parameter", False)
+        args.setdefault("relative_step", False)
+        args.setdefault("warmup_init", False)
+        if args["relative_step"]:
+            for g in param_groups:
+                g["lr"] = None
+            return Adafactor(param_groups, lr=None, **args)
+        return Adafactor(param_groups, lr=lr, **args)
+    if name == "Prodigy":
+        _need("prodigyopt", name, "prodigyopt")
+        from prodigyopt import Prodigy
+
+        return Prodigy(param_groups, lr=lr, **args)
+    if name == "DAdaptAdam":
+        _need("dadaptation", name, "dadaptation")
+        from dadaptation import DAdaptAdam
+
+        return DAdaptAdam(param_groups, lr=lr, **args)
+    if name == "SGD":
+        return torch.optim.SGD(param_groups, lr=lr, **args)
+    raise ConfigError(f"unknown optimizer {name!r}")
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """diffusers' get_scheduler with kohya's options (warm-up, cycles, power); 'adafactor' uses Adafactor's own."""
+    o = cfg.optimizer
+    if o.lr_scheduler == "adafactor":
+        from transformers.optimization import AdafactorSchedule
+
+        return AdafactorSchedule(optimizer, initial_lr=optimizer.param_groups[0]["lr"] or 0.0)
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(
+        o.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=o.lr_warmup_steps,
+        num_training_steps=max(1, total_steps),
+        num_cycles=o.lr_scheduler_num_cycles,
+        power=o.lr_scheduler_power,
+    )
+
+
+def lr_curve(cfg: TrainConfig, total_steps: int) -> list[tuple[int, float, float]]:
+    """(step, UNet lr, text-encoder lr) for every step, computed by the same scheduler code training uses."""
+    unet = torch.nn.Parameter(torch.zeros(1))
+    te = torch.nn.Parameter(torch.zeros(1))
+    groups = [{"params": [unet], "lr": cfg.optimizer.unet_lr}, {"params": [te], "lr": cfg.optimizer.text_encoder_lr}]
+    opt = torch.optim.SGD(groups, lr=cfg.optimizer.unet_lr)  # the schedule only reads the groups' lr
+    if cfg.optimizer.lr_scheduler == "adafactor":
+        return [(s, cfg.optimizer.unet_lr, cfg.optimizer.text_encoder_lr) for s in range(total_steps)]
+    sched = build_scheduler(cfg, opt, total_steps)
+    out = []
+    for step in range(total_steps):
+        lrs = sched.get_last_lr()
+        out.append((step, float(lrs[0]), float(lrs[1])))
+        opt.step()
+        sched.step()
+    return out
