@@ -64,8 +64,9 @@ class Cell:
     checkpoint: str = ""
 
 
-def prepare_project(root: Path, spec: tw.DemoSpec = tw.DemoSpec()) -> Project:
+def prepare_project(root: Path, spec: tw.DemoSpec | None = None) -> Project:
     """A fresh project holding the demo dataset (dataset/<r>_<trigger>/) and its reg images (dataset/reg/)."""
+    spec = spec or tw.DemoSpec()
     shutil.rmtree(root, ignore_errors=True)
     project = Project.create(root)
     tw.write_concept_dataset(project.dataset_dir, spec)

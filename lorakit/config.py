@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 import sys
+import textwrap
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,11 @@ class ModelConfig:
         _choice("model.prediction_type", self.prediction_type, PREDICTION_TYPES)
         if self.clip_skip < 1:
             raise ConfigError("model.clip_skip must be >= 1 (1 = the last layer, as most models were trained).")
+        if self.family == "sd2-v" and self.prediction_type == "epsilon":
+            raise ConfigError(
+                "model.family = 'sd2-v' is a v-prediction model: set model.prediction_type to 'v_prediction' or "
+                "'auto', or pick family 'sd2' for the 512 epsilon model."
+            )
 
 
 @dataclass
@@ -131,7 +137,12 @@ class OptimizerConfig:
     unet_lr: float = _f(1e-4, "UNet learning rate. The kohya default is 1e-4.")
     text_encoder_lr: float = _f(5e-5, "Text-encoder learning rate; 0 = keep the text encoder frozen. Often half the UNet's.")
     lr_scheduler: str = _f("cosine", "How the learning rate changes over the run.", choices=SCHEDULERS)
-    lr_warmup_steps: int = _f(0, "Steps of linear warm-up from 0 to the learning rate.")
+    lr_warmup_steps: int = _f(0, "Steps of linear warm-up from 0 to the learning rate (not with 'constant').")
+    lr_warmup_ratio: float = _f(
+        0.0,
+        "Warm-up as a fraction of all steps (kohya_ss GUI: 'LR warmup (% of steps)' / 100); "
+        "used when lr_warmup_steps is 0.",
+    )
     lr_scheduler_num_cycles: int = _f(1, "Restarts for cosine_with_restarts.")
     lr_scheduler_power: float = _f(1.0, "Power of the polynomial decay (1 = linear).")
     max_grad_norm: float = _f(1.0, "Clip the gradient norm to this value; 0 = no clipping.")
@@ -143,10 +154,23 @@ class OptimizerConfig:
         _choice("optimizer.lr_scheduler", self.lr_scheduler, SCHEDULERS)
         if not self.unet_lr > 0:
             raise ConfigError(
-                f"optimizer.unet_lr must be > 0 to train the UNet (got {self.unet_lr}); the kohya default is 1e-4."
+                f"optimizer.unet_lr must be > 0 to train the UNet (got {self.unet_lr}); the kohya default is 1e-4. "
+                "To train only the text encoder, set network.train_unet = false instead."
             )
         _non_negative("optimizer.text_encoder_lr", self.text_encoder_lr)
         _non_negative("optimizer.lr_warmup_steps", self.lr_warmup_steps)
+        if not 0 <= self.lr_warmup_ratio < 1:
+            raise ConfigError(
+                f"optimizer.lr_warmup_ratio is a fraction of all steps, in [0, 1) (got {self.lr_warmup_ratio}); "
+                "0.05 warms up over the first 5%."
+            )
+        if self.lr_warmup_steps and self.lr_warmup_ratio:
+            raise ConfigError("Set optimizer.lr_warmup_steps or optimizer.lr_warmup_ratio, not both (the other to 0).")
+        if self.lr_scheduler == "constant" and (self.lr_warmup_steps or self.lr_warmup_ratio):
+            raise ConfigError(
+                "optimizer.lr_scheduler = 'constant' ignores warm-up; "
+                "pick 'constant_with_warmup' or set the warm-up to 0."
+            )
         _non_negative("optimizer.max_grad_norm", self.max_grad_norm)
         _non_negative("optimizer.stop_text_encoder_training", self.stop_text_encoder_training)
         if self.lr_scheduler_num_cycles < 1:
@@ -156,7 +180,12 @@ class OptimizerConfig:
             raise ConfigError("optimizer.gradient_accumulation_steps must be >= 1 (1 = no accumulation).")
         if self.lr_scheduler == "adafactor" and self.optimizer != "Adafactor":
             raise ConfigError("optimizer.lr_scheduler = 'adafactor' works only with optimizer = 'Adafactor'.")
-        parse_optimizer_args(self.optimizer_args)  # raises on malformed text
+        args = parse_optimizer_args(self.optimizer_args)  # raises on malformed text
+        if self.optimizer == "Adafactor" and args.get("relative_step") and self.lr_scheduler != "adafactor":
+            raise ConfigError(
+                "Adafactor with relative_step=True picks its own learning rate: set optimizer.lr_scheduler = "
+                "'adafactor', or pass relative_step=False to use unet_lr with this scheduler."
+            )
 
 
 @dataclass
@@ -188,6 +217,11 @@ class DataConfig:
             raise ConfigError("data.bucket_reso_steps must be a multiple of 8 (64 is the usual value).")
         if self.min_bucket_reso > self.max_bucket_reso:
             raise ConfigError("data.min_bucket_reso must not exceed data.max_bucket_reso.")
+        if self.enable_bucket and not self.min_bucket_reso <= self.resolution <= self.max_bucket_reso:
+            raise ConfigError(
+                f"data.resolution {self.resolution} lies outside the buckets "
+                f"[{self.min_bucket_reso}, {self.max_bucket_reso}]: widen min/max_bucket_reso or turn enable_bucket off."
+            )
         _non_negative("data.keep_tokens", self.keep_tokens)
         for name in ("caption_dropout_rate", "caption_tag_dropout_rate"):
             if not 0 <= getattr(self, name) <= 1:
@@ -316,12 +350,23 @@ class TrainConfig:
             getattr(self, name).__post_init__()
         if self.network.type == "dora" and self.network.conv_rank:
             raise ConfigError("network.conv_rank is not used by dora; set it to 0 or pick locon.")
+        if not self.network.train_unet and not self.train_text_encoder:
+            raise ConfigError(
+                "Nothing to train: network.train_unet is off and optimizer.text_encoder_lr is 0. "
+                "Turn train_unet on, or give the text encoder a learning rate (e.g. 5e-5)."
+            )
         return self
 
     def to_toml(self) -> str:
-        lines = ["# lorakit training config: written by notebook 02, read by notebook 03 and `lorakit train`.", ""]
-        body = tomli_w.dumps(self.to_dict(), multiline_strings=False)
-        return "\n".join(lines) + body
+        """TOML with each setting's help text as a comment above it; ``from_toml`` gives back an equal config."""
+        out = [TOML_HEADER]
+        for section in SECTIONS:
+            out += ["", f"[{section}]"]
+            part = getattr(self, section)
+            for f in fields(part):
+                out += _comment_lines(f)
+                out.append(f"{f.name} = {toml_value(getattr(part, f.name))}")
+        return "\n".join(out) + "\n"
 
     @classmethod
     def from_toml(cls, text: str, source: str = "lorakit.toml") -> TrainConfig:
@@ -344,10 +389,31 @@ class TrainConfig:
             raise ConfigError(f"No config at {path}. Run notebook 02 (or `lorakit config init`) to write one.")
         return cls.from_toml(path.read_text(encoding="utf-8-sig"), source=str(path))
 
+    def replace(self, values: dict[str, Any], source: str = "values") -> TrainConfig:
+        """A new, validated config with some settings changed: ``cfg.replace({"network.rank": 32})``."""
+        data = self.to_dict()
+        for key, value in values.items():
+            section, _, name = key.partition(".")
+            if section not in data or not name:
+                raise ConfigError(_unknown_message(source, key, [k for k, _ in field_keys()], "setting"))
+            data[section][name] = value
+        return TrainConfig.from_dict(data, source=source).validate()
+
+    def get(self, key: str) -> Any:
+        """A setting by its dotted name: ``cfg.get("optimizer.unet_lr")``."""
+        section, _, name = key.partition(".")
+        return getattr(getattr(self, section), name)
+
     # ---- derived quantities --------------------------------------------------------------------------
     @property
     def train_text_encoder(self) -> bool:
         return self.optimizer.text_encoder_lr > 0
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """Warm-up in steps: lr_warmup_steps, else lr_warmup_ratio of ``total_steps`` (rounded, as kohya_ss does)."""
+        if self.optimizer.lr_warmup_steps:
+            return self.optimizer.lr_warmup_steps
+        return round(self.optimizer.lr_warmup_ratio * total_steps)
 
 
 def iter_fields(cfg: TrainConfig | None = None):
@@ -357,6 +423,55 @@ def iter_fields(cfg: TrainConfig | None = None):
         part = getattr(cfg, section)
         for f in fields(part):
             yield section, f.name, getattr(part, f.name), f
+
+
+TOML_HEADER = (
+    "# lorakit training config: written by notebook 02, read by notebook 03 and `lorakit train`.\n"
+    "# Check it with `lorakit config check lorakit.toml`; every setting is explained above it."
+)
+
+
+def _comment_lines(f) -> list[str]:
+    """The help text (and the allowed values) of a field as TOML comment lines."""
+    lines = ["# " + line for line in textwrap.wrap(f.metadata.get("help", ""), width=106)]
+    if f.metadata.get("choices"):
+        lines.append(f"# one of: {', '.join(f.metadata['choices'])}")
+    return lines
+
+
+def format_float(x: float) -> str:
+    """The shortest TOML text that reads back as exactly ``x``: 0.0001, 5e-5, 16.0, inf."""
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    text = repr(float(x))
+    if "e" in text:  # Python writes 5e-05; 5e-5 reads better and is the same number
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
+
+
+def toml_value(value: Any) -> str:
+    """One value as TOML text: floats via ``format_float``, lists of strings one per line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format_float(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        return "[\n" + "".join(f"    {toml_value(v)},\n" for v in value) + "]"
+    if isinstance(value, str):
+        return tomli_w.dumps({"x": value}).split("=", 1)[1].strip()
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def field_keys() -> list[tuple[str, Any]]:
+    """Every setting's dotted name with its dataclass Field, in form order."""
+    return [(f"{section}.{name}", f) for section, name, _, f in iter_fields()]
 
 
 def default_of(f) -> Any:
@@ -450,3 +565,30 @@ def total_steps(cfg: TrainConfig, n_images_repeated: int) -> int:
     if cfg.training.max_train_steps:
         steps = min(steps, cfg.training.max_train_steps) if cfg.training.max_train_epochs else cfg.training.max_train_steps
     return steps
+
+
+def advice(cfg: TrainConfig) -> list[str]:
+    """Settings that are allowed but often a mistake, each with what to consider instead."""
+    n, o, d, t, s = cfg.network, cfg.optimizer, cfg.data, cfg.training, cfg.sampling
+    out = []
+    if n.alpha > n.rank:
+        out.append(f"network.alpha {n.alpha:g} > rank {n.rank}: updates are scaled up {n.alpha / n.rank:g}x; "
+                   "alpha = rank (or lower) is the usual choice.")
+    if n.rank >= 64 and n.alpha <= 1:
+        out.append(f"alpha/rank = 1/{n.rank / n.alpha:g}: the effective learning rate is that much smaller; "
+                   "such recipes need a high lr (e.g. Adafactor 4e-4).")
+    if o.text_encoder_lr > o.unet_lr and cfg.network.train_unet:
+        out.append("text_encoder_lr is above unet_lr: the text encoder overfits fast; about half the UNet's is usual.")
+    if o.optimizer in ("Prodigy", "DAdaptAdam") and o.unet_lr < 0.1:
+        out.append(f"{o.optimizer} finds its own step size and expects unet_lr (and text_encoder_lr) around 1.0.")
+    if o.optimizer == "AdamW8bit":
+        out.append("AdamW8bit needs the bitsandbytes package and a CUDA GPU; on a CPU choose AdamW.")
+    if cfg.model.family == "sdxl" and d.resolution < 1024:
+        out.append(f"SDXL was trained at 1024 px; data.resolution {d.resolution} gives blurry results.")
+    if t.noise_offset and t.multires_noise_iterations:
+        out.append("noise_offset and multires noise are both on: kohya refuses this mix; lorakit adds both.")
+    if cfg.saving.save_every_n_epochs > t.max_train_epochs:
+        out.append("save_every_n_epochs exceeds the epochs: only the last checkpoint will be written.")
+    if (s.sample_every_n_epochs or s.sample_every_n_steps) and not s.sample_prompts:
+        out.append("sampling is on but sample_prompts is empty: no samples will be drawn.")
+    return out

@@ -11,6 +11,7 @@ settings give the same pixels on CPU; strength 0 (or no LoRA) gives exactly the 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,6 +93,18 @@ def find_lora(name: str, dirs: Sequence[str | Path]) -> Path:
     raise GenerateError(f"<lora:{name}> not found in {', '.join(map(str, dirs))}; available: {', '.join(known) or 'none'}")
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 class Generator:
     """A loaded pipeline plus the LoRA files applied to it, each loaded once as a diffusers adapter."""
 
@@ -100,7 +113,8 @@ class Generator:
         self.base = base_model if isinstance(base_model, BaseModel) else load_base(str(base_model), device=device,
                                                                                  dtype=dtype)
         self.pipe = self.base.pipe
-        self._adapters: dict[str, str] = {}  # resolved file path -> adapter name
+        # resolved file path -> adapter name; kept on the (cached) base model, which every Generator shares
+        self._adapters: dict[str, str] = self.base.extra.setdefault("adapters", {})
 
     # ---- LoRA files as adapters ----------------------------------------------------------------------
     def _adapter_for(self, path: str | Path) -> str:
@@ -108,7 +122,8 @@ class Generator:
         name = self._adapters.get(key)
         if name is None or name not in getattr(self.pipe.unet, "peft_config", {}):
             name = f"lora{len(self._adapters)}_{Path(path).stem}".replace(".", "_").replace("-", "_")
-            self.pipe.load_lora_weights(key, adapter_name=name)
+            with _quiet_transformers():  # its load report lists adapter keys as "MISSING" although they load
+                self.pipe.load_lora_weights(key, adapter_name=name)
             self._adapters[key] = name
         return name
 

@@ -214,6 +214,8 @@ def detach_all(base: BaseModel) -> None:
     """Remove every injected adapter layer, restoring the base model's own modules (no merging)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
+    base.extra.get("adapters", {}).clear()  # a Generator reloads its LoRA files after this
+
     for model in [base.unet, *base.text_encoders]:
         for name, module in list(model.named_modules()):
             if isinstance(module, BaseTunerLayer) and name:

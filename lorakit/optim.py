@@ -82,7 +82,7 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_st
     return get_scheduler(
         o.lr_scheduler,
         optimizer=optimizer,
-        num_warmup_steps=o.lr_warmup_steps,
+        num_warmup_steps=cfg.warmup_steps(total_steps),  # lr_warmup_steps, or lr_warmup_ratio of all steps
         num_training_steps=max(1, total_steps),
         num_cycles=o.lr_scheduler_num_cycles,
         power=o.lr_scheduler_power,

@@ -162,7 +162,7 @@ def render_batch(scenes: Iterable[Scene], px: int = NATIVE_SIZE) -> np.ndarray:
 
 def tokenizer_words() -> list[str]:
     """Words that the toy base model's tokenizer keeps as single tokens (captions + spare triggers)."""
-    return sorted(set(CAPTION_WORDS) | set(SPARE_WORDS) | {CONCEPT_SHAPE, "plus"})
+    return sorted(set(CAPTION_WORDS) | set(SPARE_WORDS) | {CONCEPT_SHAPE})
 
 
 # ---- kohya-layout datasets ---------------------------------------------------------------------------
@@ -285,7 +285,7 @@ DEMO_RECIPE: dict[str, object] = {
     "optimizer.text_encoder_lr": 1e-3,
     "optimizer.lr_scheduler": "constant",
     "data.dataset_dir": "dataset",
-    "data.reg_dir": "reg",
+    "data.reg_dir": "dataset/reg",
     "data.resolution": NATIVE_SIZE,
     "data.enable_bucket": False,
     "data.min_bucket_reso": NATIVE_SIZE,
@@ -297,5 +297,13 @@ DEMO_RECIPE: dict[str, object] = {
     "saving.output_name": "blicket",
     "saving.save_every_n_epochs": 1,
     "saving.save_precision": "float",
-    "sampling.sample_every_n_epochs": 0,
+    "sampling.sample_prompts": [
+        f"a yellow {TRIGGER} on a green background",
+        f"a white {TRIGGER} on a blue background",
+        "a red circle on a white background",
+    ],
+    "sampling.sample_every_n_epochs": 1,
+    "sampling.sample_sampler": "euler_a",
+    "sampling.sample_steps": 25,
+    "sampling.sample_cfg": 4.0,
 }

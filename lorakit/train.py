@@ -69,6 +69,7 @@ class TrainResult:
     time_to_first_step: float = 0.0
     interrupted: bool = False
     state_path: Path | None = None
+    moved_aside: list[Path] = field(default_factory=list)  # an earlier run's files, kept in output/previous/
 
     @property
     def final(self) -> Path | None:
@@ -150,6 +151,8 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
     run["model_hash"], run["model_sha256"] = ckpt.model_hash(base.source)
     result = TrainResult()
     state_file = project.state_dir / "state.pt"
+    if not resume and accelerator.is_main_process:
+        result.moved_aside = keep_previous_run(project, cfg.saving.output_name)
     step, start_epoch, skip_batches = 0, 0, 0
     if resume:
         if not state_file.is_file():
@@ -358,6 +361,22 @@ def _log(accelerator, path: Path, row: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def keep_previous_run(project: Project, output_name: str) -> list[Path]:
+    """A new run never overwrites an earlier one: its checkpoints and state move to output/previous/<stamp>/."""
+    old = project.checkpoints(output_name)
+    state = project.state_dir / "state.pt"
+    if state.is_file():
+        old.append(state)
+    if not old:
+        return []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest, n = project.output_dir / "previous" / stamp, 1
+    while dest.exists():
+        dest, n = project.output_dir / "previous" / f"{stamp}-{n}", n + 1
+    dest.mkdir(parents=True)
+    return [p.rename(dest / p.name) for p in old]
 
 
 def _prune(paths: list[Path], keep: int) -> None:

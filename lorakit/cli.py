@@ -1,0 +1,140 @@
+"""The command line: the same functions the notebooks call.
+
+    lorakit demo [DIR]                 the whole path on the demo data and model, offline
+    lorakit doctor                     setup check
+    lorakit train PROJECT [--resume]   (also: accelerate launch -m lorakit train PROJECT)
+    lorakit grid PROJECT [--x checkpoint] [--y strength=1.0,0.8,0.6] [--prompt "..."]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_doctor(args) -> int:
+    from lorakit.doctor import run_checks
+
+    rows = run_checks(args.base_model or "", args.project)
+    width = max(len(r.check) for r in rows)
+    for r in rows:
+        print(f"{r.status.upper():5} {r.check:<{width}}  {r.value}" + (f"\n      -> {r.advice}" if r.advice else ""))
+    return 1 if any(r.status == "fail" for r in rows) else 0
+
+
+def _cmd_demo(args) -> int:
+    from lorakit.demo import run_demo
+
+    result = run_demo(args.dir, epochs=args.epochs)
+    print(f"LoRA: {result['lora']}")
+    print(f"grid: {result['grid']}")
+    print(f"Open the notebooks: jupyter lab notebooks/   (set LORAKIT_PROJECT={result['project']} to continue there)")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from lorakit.progress import TqdmCallback
+    from lorakit.project import Project
+    from lorakit.train import Callback, train
+
+    project = Project.open(args.project)
+    cfg = project.load_config()
+    if args.max_steps:
+        cfg.training.max_train_steps = args.max_steps
+    callbacks: list[Callback] = [TqdmCallback()]
+    result = train(project, cfg, callbacks=callbacks, resume=args.resume)
+    if result.interrupted:
+        print(f"interrupted at step {result.steps}; resume with: lorakit train {args.project} --resume")
+        return 130
+    print(f"{result.steps} steps in {result.seconds:.1f}s; last loss {result.losses[-1]:.4f}" if result.losses else "")
+    for p in result.checkpoints:
+        print(p)
+    return 0
+
+
+def _cmd_grid(args) -> int:
+    from lorakit.grid import GridSpec, make_grid, parse_axis
+    from lorakit.project import Project
+
+    project = Project.open(args.project)
+    cfg = project.load_config() if project.config_path.is_file() else None
+    spec = GridSpec(
+        prompt=args.prompt or (cfg.sampling.sample_prompts[0].split(" --")[0] if cfg and cfg.sampling.sample_prompts
+                               else ""),
+        x=parse_axis(args.x, project),
+        y=parse_axis(args.y, project),
+        z=parse_axis(args.z, project) if args.z else None,
+        negative_prompt=args.negative, steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler,
+    )
+    if not spec.prompt:
+        print("give --prompt (no sample prompt in the project's config)", file=sys.stderr)
+        return 2
+    base_model = args.base_model or (cfg.model.base_model if cfg else "")
+    out = make_grid(project, spec, base_model=base_model)
+    for path in out.paths:
+        print(path)
+    print(f"{out.images} images in {out.seconds:.1f}s ({out.images / max(out.seconds, 1e-9):.2f} images/s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lorakit", description="Train a LoRA on your own images, offline.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="check GPU, memory, disk, libraries and the base model")
+    p.add_argument("--base-model", default="")
+    p.add_argument("--project", default=None)
+    p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("demo", help="run all five steps on the demo data and model")
+    p.add_argument("dir", nargs="?", default="demo-project", type=Path)
+    p.add_argument("--epochs", type=int, default=None, help="override the demo's epochs (fewer = faster)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="train the project's LoRA from its lorakit.toml")
+    p.add_argument("project", type=Path)
+    p.add_argument("--resume", action="store_true", help="continue from output/state/")
+    p.add_argument("--max-steps", type=int, default=0)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("grid", help="X/Y(/Z) grid of checkpoints, strengths, prompts, seeds, ...")
+    p.add_argument("project", type=Path)
+    p.add_argument("--x", default="checkpoint", help="axis: checkpoint, strength=1,0.8, seed=1,2, cfg=4,7, "
+                                                      "steps=20,30, sampler=Euler a|DDIM, prompt=red|blue (S/R)")
+    p.add_argument("--y", default="strength=1.0,0.75,0.5")
+    p.add_argument("--z", default=None)
+    p.add_argument("--prompt", default="")
+    p.add_argument("--negative", default="")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=7.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--sampler", default="Euler a")
+    p.add_argument("--base-model", default="")
+    p.set_defaults(func=_cmd_grid)
+
+    # ---- more commands: each issue's module adds its own below this line (register(sub)) ----
+    for module in ("lorakit.cli_dataset", "lorakit.cli_config"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

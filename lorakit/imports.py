@@ -1,0 +1,187 @@
+"""Import images into a project: copies only, the originals are never moved or modified.
+
+    from lorakit.imports import import_images
+    report = import_images("~/Pictures/freddie", project, token="fr3dd!e", repeats=15)
+    report = import_images("~/Pictures/women", project, token="woman", repeats=1, reg=True)   # class images
+    print(report.format_table())
+
+A plain folder goes to ``dataset/<repeats>_<token>/``; a kohya layout (``<repeats>_<token>/`` subfolders) keeps
+each folder's repeats and token unless ``token``/``repeats`` are given. Images that need no change are copied
+byte for byte; the others are rewritten with EXIF rotation applied and in 8-bit RGB, with a note saying why.
+Captions (same-named .txt) come along. Files already in the project are kept, so importing twice is harmless.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lorakit.checks import CONVERTIBLE_EXTENSIONS, inspect_image
+from lorakit.dataset import IMAGE_EXTENSIONS, DatasetError, parse_folder_name, read_caption
+from lorakit.files import atomic_path, atomic_write_text
+from lorakit.project import Project
+
+IMPORTABLE = IMAGE_EXTENSIONS + CONVERTIBLE_EXTENSIONS
+MODE_NOTES = {
+    "RGBA": "RGBA → RGB (transparency flattened onto white)",
+    "LA": "grey + alpha → RGB (transparency flattened onto white)",
+    "P": "palette → RGB",
+    "L": "greyscale → RGB",
+    "1": "1-bit → RGB",
+    "CMYK": "CMYK → RGB",
+    "YCbCr": "YCbCr → RGB",
+    "I;16": "16-bit greyscale → 8-bit RGB",
+    "I;16B": "16-bit greyscale → 8-bit RGB",
+    "I": "32-bit greyscale → 8-bit RGB",
+    "F": "float greyscale → 8-bit RGB",
+}
+
+
+@dataclass
+class Imported:
+    source: Path
+    dest: Path
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImportReport:
+    folders: list[Path] = field(default_factory=list)
+    copied: list[Imported] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)  # already in the project: left as they are
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (source, reason)
+
+    def summary(self) -> str:
+        converted = sum(1 for c in self.copied if c.notes)
+        return (f"{len(self.copied)} imported ({converted} converted), {len(self.kept)} already there, "
+                f"{len(self.skipped)} skipped → {', '.join(str(f) for f in self.folders) or 'nothing'}")
+
+    def rows(self) -> list[dict]:
+        rows = [{"file": c.source.name, "result": "imported", "into": c.dest.name, "notes": "; ".join(c.notes)}
+                for c in self.copied]
+        rows += [{"file": p.name, "result": "already there", "into": p.name, "notes": ""} for p in self.kept]
+        rows += [{"file": p.name, "result": "skipped", "into": "", "notes": why} for p, why in self.skipped]
+        return rows
+
+    def format_table(self) -> str:
+        lines = [f"{r['file']:<32} {r['result']:<13} {r['into']:<24} {r['notes']}" for r in self.rows()]
+        return "\n".join([*lines, self.summary()])
+
+
+def kohya_folders(src: Path) -> list[tuple[Path, int, str]]:
+    """``src``'s ``<repeats>_<token>`` subfolders that hold images, as (folder, repeats, token)."""
+    out = []
+    for d in sorted(p for p in src.iterdir() if p.is_dir()):
+        parsed = parse_folder_name(d.name)
+        if parsed and any(f.suffix.lower() in IMPORTABLE for f in d.iterdir()):
+            out.append((d, *parsed))
+    return out
+
+
+def source_images(folder: Path) -> list[Path]:
+    """Importable files directly in ``folder`` (hidden files skipped)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMPORTABLE)
+
+
+def find_clashes(files: list[Path]) -> list[str]:
+    """'a.png and a.jpg' for every stem used twice (they would share a caption and a name in the project)."""
+    by_stem: dict[str, list[Path]] = {}
+    for f in files:
+        by_stem.setdefault(f.stem.lower(), []).append(f)
+    return [" and ".join(str(f) for f in fs) for fs in by_stem.values() if len(fs) > 1]
+
+
+def validate_name(token: str, repeats: int) -> str:
+    """The folder name ``<repeats>_<token>``, or an error that says what to change."""
+    if repeats < 1:
+        raise DatasetError(f"repeats must be at least 1 (got {repeats}).")
+    token = token.strip()
+    if not token or any(c in token for c in "/\\:") or token in (".", ".."):
+        raise DatasetError(f"token {token!r} cannot name a folder: use a word such as 'fr3dd!e' (no slashes).")
+    return f"{repeats}_{token}"
+
+
+def import_images(src: str | Path, project: Project, token: str | None = None, repeats: int | None = None,
+                  reg: bool = False, caption_extension: str = ".txt") -> ImportReport:
+    """Copy the images (and captions) of ``src`` into the project's dataset (or reg/) folder."""
+    src = Path(src).expanduser()
+    if not src.is_dir():
+        raise FileNotFoundError(f"No folder at {src}: give the folder that holds your images.")
+    base = project.reg_dir if reg else project.dataset_dir
+    groups = kohya_folders(src)
+    plan: list[tuple[list[Path], Path]] = []
+    if groups and not source_images(src):
+        for folder, r, t in groups:
+            plan.append((source_images(folder), base / validate_name(token or t, repeats or r)))
+    else:
+        if not token or not repeats:
+            raise DatasetError(f"{src} is a plain folder: give token= (the trigger word) and repeats= for it.")
+        plan.append((source_images(src), base / validate_name(token, repeats)))
+    for files, dest in plan:
+        clashes = find_clashes(files)
+        if clashes:
+            raise DatasetError("Same name, different files (they would share one caption): "
+                               + "; ".join(clashes) + ". Rename one of each pair, then import again.")
+    report = ImportReport()
+    for files, dest in plan:
+        dest.mkdir(parents=True, exist_ok=True)
+        report.folders.append(dest)
+        for f in files:
+            import_one(f, dest, report, caption_extension)
+    return report
+
+
+def _existing(dest: Path) -> list[Path]:
+    return source_images(dest) if dest.is_dir() else []
+
+
+def import_one(src: Path, dest_dir: Path, report: ImportReport, caption_extension: str = ".txt") -> None:
+    """Copy one image (converted if it must be) and its caption; the outcome is added to ``report``."""
+    info, rgb = inspect_image(src, draft=False)
+    if info.problem:
+        report.skipped.append((src, info.problem.message))
+        return
+    if info.frames > 1:
+        report.skipped.append((src, f"animated ({info.frames} frames): save the frame you want as a PNG"))
+        return
+    notes = conversion_notes(src, info.mode, info.orientation)
+    ext = src.suffix.lower() if not notes else (".jpg" if src.suffix.lower() in (".jpg", ".jpeg") else ".png")
+    already = [p for p in _existing(dest_dir) if p.stem.lower() == src.stem.lower()]
+    if already:
+        report.kept.append(already[0])
+    else:
+        dest = dest_dir / (src.stem + ext)
+        with atomic_path(dest) as tmp:
+            if notes:
+                assert rgb is not None
+                rgb.save(tmp, format="JPEG" if ext == ".jpg" else "PNG", **({"quality": 95} if ext == ".jpg" else {}))
+            else:
+                shutil.copyfile(src, tmp)
+        report.copied.append(Imported(src, dest, notes))
+    copy_caption(src, dest_dir, report, caption_extension)
+
+
+def conversion_notes(src: Path, mode: str, orientation: int) -> list[str]:
+    """Why ``src`` cannot be copied as it is (empty: a byte-for-byte copy is fine)."""
+    notes = []
+    if orientation not in (0, 1):
+        notes.append(f"rotated upright (EXIF orientation {orientation})")
+    if mode != "RGB":
+        notes.append(MODE_NOTES.get(mode, f"{mode} → RGB"))
+    if src.suffix.lower() in CONVERTIBLE_EXTENSIONS:
+        notes.append(f"{src.suffix.lower()} → .png (training reads png/jpg/webp/bmp)")
+    return notes
+
+
+def copy_caption(src: Path, dest_dir: Path, report: ImportReport, caption_extension: str = ".txt") -> None:
+    """Copy ``src``'s caption as clean UTF-8 unless the project already has one; a bad caption is reported."""
+    cap = src.with_suffix(caption_extension)
+    dest = dest_dir / (src.stem + caption_extension)
+    if not cap.is_file() or dest.exists():
+        return
+    try:
+        atomic_write_text(dest, read_caption(cap) + "\n")
+    except DatasetError as e:
+        report.skipped.append((cap, f"caption not copied: {e}"))

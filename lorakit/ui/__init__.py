@@ -1,0 +1,1 @@
+"""ipywidgets forms and live views for the notebooks: one module per notebook, no logic the library lacks."""
