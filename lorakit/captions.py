@@ -22,6 +22,7 @@ from lorakit.dataset import IMAGE_EXTENSIONS, DatasetError, read_caption
 from lorakit.files import atomic_write_text
 
 BACKUP_DIR = "captions-backup"
+STOPWORDS = frozenset(["a", "an", "the", "of", "on", "in", "at", "with", "and", "or", "to", "is", "are", "by", "for", "from"])
 
 
 @dataclass
@@ -60,9 +61,12 @@ def image_files(folder: str | Path) -> list[Path]:
                               for part in p.relative_to(folder).parts))
 
 
-def read_captions(folder: str | Path, extension: str = ".txt") -> list[Caption]:
-    """Every image's caption under ``folder``."""
-    return [read_one(p, extension) for p in image_files(folder)]
+def read_captions(folder: str | Path, extension: str = ".txt", reg: bool = True) -> list[Caption]:
+    """Every image's caption under ``folder`` (without dataset/reg/ when ``reg`` is False)."""
+    images = image_files(folder)
+    if not reg:
+        images = [p for p in images if Path(folder) / "reg" not in p.parents]
+    return [read_one(p, extension) for p in images]
 
 
 # ---- tags --------------------------------------------------------------------------------------------
@@ -156,11 +160,15 @@ def keep_tokens_for(prefix: str) -> int:
     return len(split_tags(prefix))
 
 
-def tag_frequency(captions: Iterable[str], words: bool = False) -> Counter:
-    """How many captions hold each tag (or each word, for sentence captions)."""
+def tag_frequency(captions: Iterable[str], words: bool | None = None) -> Counter:
+    """How many captions hold each tag; each word instead if ``words`` (None: when most captions are sentences)."""
+    captions = list(captions)
+    if words is None:
+        words = sum("," not in c for c in captions) > len(captions) / 2
     counts: Counter = Counter()
     for c in captions:
-        units = c.lower().replace(",", " ").split() if words else [t.lower() for t in split_tags(c)]
+        units = ([w for w in c.lower().replace(",", " ").split() if w not in STOPWORDS] if words
+                 else [t.lower() for t in split_tags(c)])
         counts.update(set(units))
     return counts
 
@@ -181,10 +189,13 @@ class CaptionChange:
         return self.before != self.after or not self.existed
 
 
-def plan_edit(folder: str | Path, edit: TagEdit, extension: str = ".txt") -> list[CaptionChange]:
-    """The captions under ``folder`` after ``edit`` (only those that change; unreadable ones are left out)."""
+def plan_edit(folder: str | Path, edit: TagEdit, extension: str = ".txt", reg: bool = False) -> list[CaptionChange]:
+    """The captions under ``folder`` after ``edit`` (only those that change; unreadable ones are left out).
+
+    Regularization captions (dataset/reg/) are left alone unless ``reg``: they must not get the trigger.
+    """
     changes = []
-    for cap in read_captions(folder, extension):
+    for cap in read_captions(folder, extension, reg=reg):
         if cap.problem:
             continue
         after = apply_edit(cap.text, edit)

@@ -166,7 +166,7 @@ def inspect_image(path: Path, max_megapixels: float = 120.0,
         info.size = (h, w) if info.orientation in (5, 6, 7, 8) else (w, h)
         return info, rgb
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        info.problem = Issue("bomb", ERROR, f"decompression bomb: {e}")
+        info.problem = Issue("bomb", ERROR, f"decompression bomb, not decoded: {e}")
     except UnidentifiedImageError:
         info.problem = Issue("not-image", ERROR, _not_an_image_reason(path))
     except OSError as e:
@@ -185,6 +185,12 @@ def _not_an_image_reason(path: Path) -> str:
     if text.isprintable() or all(c.isprintable() or c.isspace() for c in text):
         return f"not an image: the file holds text ({text[:24].strip()!r}…) despite its {path.suffix} name"
     return f"not an image: Pillow does not recognise the format (starts with {head[:8]!r})"
+
+
+def load_upright(path: Path) -> Image.Image:
+    """``path`` as upright 8-bit RGB (EXIF rotation applied), as the trainer sees it."""
+    with Image.open(path) as im:
+        return to_rgb(ImageOps.exif_transpose(im))
 
 
 def to_rgb(im: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
@@ -284,9 +290,9 @@ def check_file(path: Path, settings: CheckSettings) -> tuple[FileCheck, Fingerpr
     info, rgb = inspect_image(path, settings.max_megapixels)
     if info.problem:
         fc.issues.append(info.problem)
-    fc.issues += caption_issues(path, settings.caption_extension)
     if rgb is None:
         return fc, None
+    fc.issues += caption_issues(path, settings.caption_extension)
     fc.size = info.size
     if info.frames > 1:
         fc.issues.append(Issue("animated", WARN, f"animated ({info.frames} frames): only the first frame is used"))
@@ -390,3 +396,55 @@ def _rel(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
+
+
+# ---- the notebook's last word ------------------------------------------------------------------------
+@dataclass
+class DatasetStatus:
+    """Is the dataset ready to train on: images, a caption for each, nothing unusable."""
+
+    root: Path
+    images: int = 0
+    reg_images: int = 0
+    uncaptioned: list[Path] = field(default_factory=list)
+    unusable: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.images > 0 and not self.uncaptioned and not self.unusable
+
+    @property
+    def message(self) -> str:
+        if self.ok:
+            return f"dataset ready: {self.images} images (+{self.reg_images} reg), all captioned, in {self.root}"
+        parts = []
+        if not self.images:
+            parts.append(f"no training images in {self.root}/<repeats>_<token>/: run the import cells")
+        if self.uncaptioned:
+            names = ", ".join(p.name for p in self.uncaptioned[:5])
+            parts.append(f"{len(self.uncaptioned)} images without a caption ({names}…): caption them or "
+                         "run the captioner on 'images without a caption'")
+        if self.unusable:
+            parts.append(f"{len(self.unusable)} unusable files: " + "; ".join(self.unusable[:5]))
+        return "dataset NOT ready: " + " | ".join(parts)
+
+
+def verify_dataset(dataset_dir: str | Path, caption_extension: str = ".txt") -> DatasetStatus:
+    """Count training/reg images, list those without a (readable, non-empty) caption and the unusable files."""
+    root = Path(dataset_dir)
+    status = DatasetStatus(root)
+    if not root.is_dir():
+        return status
+    report = check_folder(root, CheckSettings(resolution=1, caption_extension=caption_extension))
+    for f in report.files:
+        rel = f.path.relative_to(root).parts
+        if f.status == ERROR:
+            status.unusable.append(f"{_rel(f.path, root)}: " + "; ".join(i.message for i in f.issues
+                                                                         if i.severity == ERROR))
+        elif rel[0] == "reg":
+            status.reg_images += 1
+        else:
+            status.images += 1
+            if any(i.code in ("no-caption", "empty-caption") for i in f.issues):
+                status.uncaptioned.append(f.path)
+    return status

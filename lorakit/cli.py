@@ -43,7 +43,11 @@ def _cmd_train(args) -> int:
     if args.max_steps:
         cfg.training.max_train_steps = args.max_steps
     callbacks: list[Callback] = [TqdmCallback()]
-    result = train(project, cfg, callbacks=callbacks, resume=args.resume)
+    result = train(project, cfg, callbacks=callbacks if _is_main() else [], resume=args.resume)
+    if args.print_checksum:
+        print(f"rank {result.process_index}/{result.num_processes} weights checksum: {result.weights_checksum}")
+    if not _is_main():
+        return 0
     if result.interrupted:
         print(f"interrupted at step {result.steps}; resume with: lorakit train {args.project} --resume")
         return 130
@@ -51,6 +55,12 @@ def _cmd_train(args) -> int:
     for p in result.checkpoints:
         print(p)
     return 0
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _cmd_grid(args) -> int:
@@ -96,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", type=Path)
     p.add_argument("--resume", action="store_true", help="continue from output/state/")
     p.add_argument("--max-steps", type=int, default=0)
+    p.add_argument("--print-checksum", action="store_true", help="print a fingerprint of the trained weights")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("grid", help="X/Y(/Z) grid of checkpoints, strengths, prompts, seeds, ...")

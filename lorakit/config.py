@@ -338,7 +338,7 @@ class TrainConfig:
             known = {f.name: f for f in fields(section_cls)}
             for key in values:
                 if key not in known:
-                    raise ConfigError(_unknown_message(source, f"{name}.{key}", [f"{name}.{k}" for k in known], "setting"))
+                    raise ConfigError(_unknown_message(source, f"{name}.{key}", [k for k, _ in field_keys()], "setting"))
             for key, value in values.items():
                 values[key] = _coerce(f"{name}.{key}", value, known[key])
             parts[name] = section_cls(**values)
@@ -481,11 +481,17 @@ def default_of(f) -> Any:
 
 
 def _unknown_message(source: str, key: str, known: list[str], what: str) -> str:
-    near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-    if not near:  # also match on the bare key, for "model.rank" -> "network.rank"
-        bare = {k.split(".")[-1]: k for k in known}
-        hits = difflib.get_close_matches(key.split(".")[-1], list(bare), n=1, cutoff=0.6)
-        near = [bare[hits[0]]] if hits else []
+    """'unknown setting X. Did you mean Y?': the same name in another section first, else the closest spelling."""
+    section, _, bare_key = key.rpartition(".")
+    bare = {k.rpartition(".")[2]: k for k in known}
+    if section and bare_key in bare:  # "model.rank" -> "network.rank"
+        near = [bare[bare_key]]
+    else:
+        same_section = [k for k in known if k.startswith(section + ".")] if section else known
+        near = difflib.get_close_matches(key, same_section, n=1, cutoff=0.5)
+        if not near:  # a misspelling in the wrong section too
+            hits = difflib.get_close_matches(bare_key, list(bare), n=1, cutoff=0.6)
+            near = [bare[hits[0]]] if hits else []
     hint = f" Did you mean {near[0]!r}?" if near else ""
     return f"{source}: unknown {what} {key!r}.{hint}"
 

@@ -190,8 +190,9 @@ def file_digest(path: Path) -> str:
 class LatentCache:
     """Latents keyed by image content + VAE + bucket (+ flip), in memory and optionally on disk."""
 
-    def __init__(self, vae, scale: float, shift: float = 0.0, disk_dir: Path | None = None):
+    def __init__(self, vae, scale: float, shift: float = 0.0, disk_dir: Path | None = None, write: bool = True):
         self.vae, self.scale, self.shift, self.disk_dir = vae, scale, shift, disk_dir
+        self.write = write  # only one process of a multi-GPU run writes the cache
         self.vae_id = vae_fingerprint(vae)
         self.memory: dict[str, torch.Tensor] = {}
         self.hits = self.misses = 0
@@ -212,7 +213,7 @@ class LatentCache:
         else:
             self.misses += 1
             latent = self.encode(item, flip)
-            if disk is not None:
+            if disk is not None and self.write:
                 from lorakit.files import atomic_path
 
                 with atomic_path(disk) as tmp:

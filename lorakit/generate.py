@@ -7,12 +7,19 @@
 Prompts may use AUTOMATIC1111's ``<lora:name:weight>`` syntax; the tags are removed from the text and become
 adapters with weights. Samplers go by their A1111 names (or kohya's: euler_a, dpm++_2m, ...). The same seed and
 settings give the same pixels on CPU; strength 0 (or no LoRA) gives exactly the base model's image.
+
+Each LoRA file (ours, or a kohya-format file from another trainer) is loaded once as a diffusers adapter; switching
+checkpoint or strength only switches adapters and weights, the base model stays loaded. At most ``max_adapters``
+files stay loaded; the least recently used one is deleted when another is needed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +35,14 @@ SAMPLERS: dict[str, tuple[str, dict]] = {
     "Euler": ("EulerDiscreteScheduler", {}),
     "DPM++ 2M": ("DPMSolverMultistepScheduler", {}),
     "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    # diffusers' documented stand-in for A1111's stochastic sampler (its own SDE scheduler needs torchsde)
     "DPM++ SDE Karras": ("DPMSolverSinglestepScheduler", {"use_karras_sigmas": True}),
     "DDIM": ("DDIMScheduler", {}),
     "UniPC": ("UniPCMultistepScheduler", {}),
     "Heun": ("HeunDiscreteScheduler", {}),
     "LMS": ("LMSDiscreteScheduler", {}),
 }
+_SAMPLER_OPTIONS = {k for _, extra in SAMPLERS.values() for k in extra}
 SAMPLER_ALIASES = {
     "euler_a": "Euler a", "k_euler_a": "Euler a", "euler": "Euler", "k_euler": "Euler", "ddim": "DDIM",
     "dpm++_2m": "DPM++ 2M", "dpmsolver++": "DPM++ 2M", "dpm++_2m_karras": "DPM++ 2M Karras",
@@ -57,7 +66,9 @@ def sampler_name(name: str) -> str:
     for known in SAMPLERS:
         if known.lower() == name.strip().lower():
             return known
-    raise GenerateError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+    near = difflib.get_close_matches(name, list(SAMPLERS), n=1, cutoff=0.5)
+    hint = f" Did you mean {near[0]!r}?" if near else ""
+    raise GenerateError(f"unknown sampler {name!r}.{hint} Known: {', '.join(SAMPLERS)}")
 
 
 def make_scheduler(pipe_scheduler_config, name: str):
@@ -66,7 +77,16 @@ def make_scheduler(pipe_scheduler_config, name: str):
 
     cls_name, extra = SAMPLERS[sampler_name(name)]
     cls = getattr(diffusers, cls_name)
-    return cls.from_config(pipe_scheduler_config, **extra)
+    if pipe_scheduler_config.get("rescale_betas_zero_snr") and not _accepts(cls, "rescale_betas_zero_snr"):
+        warnings.warn(f"{name}: {cls_name} ignores the model's zero-terminal-SNR schedule; backgrounds may come out "
+                      "wrong. Prefer Euler a, Euler, DPM++ 2M, DDIM or UniPC with this model.", stacklevel=2)
+    # drop what an earlier sampler set (Karras sigmas), so that "Euler" after "DPM++ 2M Karras" is plain Euler
+    base_config = {k: v for k, v in dict(pipe_scheduler_config).items() if k not in _SAMPLER_OPTIONS}
+    return cls.from_config(base_config, **extra)
+
+
+def _accepts(cls, option: str) -> bool:
+    return option in inspect.signature(cls.__init__).parameters
 
 
 @dataclass(frozen=True)
@@ -94,38 +114,63 @@ def find_lora(name: str, dirs: Sequence[str | Path]) -> Path:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def _quiet_loading():
+    """Silence the load reports that list a LoRA's keys as 'MISSING' although they load, and their bars."""
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*peft_config.*multiple adapters")
+            yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class Generator:
     """A loaded pipeline plus the LoRA files applied to it, each loaded once as a diffusers adapter."""
 
     def __init__(self, base_model: str | Path | BaseModel = "", device: str | None = None,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, max_adapters: int = 16):
         self.base = base_model if isinstance(base_model, BaseModel) else load_base(str(base_model), device=device,
                                                                                  dtype=dtype)
         self.pipe = self.base.pipe
-        # resolved file path -> adapter name; kept on the (cached) base model, which every Generator shares
+        self.max_adapters = max_adapters
+        # resolved file path -> adapter name, least recently used first; kept on the (cached) base model, which
+        # every Generator shares, so that the trainer can clear it when it strips the adapters
         self._adapters: dict[str, str] = self.base.extra.setdefault("adapters", {})
+        self.loads = 0  # LoRA files read from disk by this Generator
 
     # ---- LoRA files as adapters ----------------------------------------------------------------------
     def _adapter_for(self, path: str | Path) -> str:
         key = str(Path(path).resolve())
-        name = self._adapters.get(key)
+        name = self._adapters.pop(key, None)
         if name is None or name not in getattr(self.pipe.unet, "peft_config", {}):
-            name = f"lora{len(self._adapters)}_{Path(path).stem}".replace(".", "_").replace("-", "_")
-            with _quiet_transformers():  # its load report lists adapter keys as "MISSING" although they load
+            if not Path(key).is_file():
+                raise GenerateError(f"LoRA file not found: {path}")
+            self._evict(keep=self.max_adapters - 1)
+            serial = self.base.extra["adapter_serial"] = self.base.extra.get("adapter_serial", 0) + 1
+            name = f"lora{serial}_{Path(path).stem}".replace(".", "_").replace("-", "_")
+            with _quiet_loading():
                 self.pipe.load_lora_weights(key, adapter_name=name)
-            self._adapters[key] = name
+            self.loads += 1
+        self._adapters[key] = name  # (re)inserted last: the most recently used
         return name
+
+    def _evict(self, keep: int) -> None:
+        while len(self._adapters) > max(keep, 0):
+            old = next(iter(self._adapters))
+            name = self._adapters.pop(old)
+            if name in getattr(self.pipe.unet, "peft_config", {}):
+                self.pipe.delete_adapters(name)
+
+    def loaded(self) -> list[str]:
+        """Paths of the LoRA files currently loaded as adapters, least recently used first."""
+        return list(self._adapters)
 
     def apply(self, loras: Sequence[tuple[str | Path, float]]) -> None:
         """Activate exactly these LoRA files at these strengths (all others off); none or all-zero = base model."""

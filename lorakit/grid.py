@@ -4,14 +4,17 @@
                     y=parse_axis("strength=1.0,0.75,0.5", project))
     result = make_grid(project, spec)      # grids/<stamp>.png (+ .json), labeled like A1111's
 
-Cells that share everything but prompt and seed are generated in one batch; strength-0 cells reuse the base
-image. The PNG carries the generation parameters in a ``parameters`` text chunk, as A1111 writes them.
+Cells that share everything but prompt and seed are generated in one batch; identical cells (every strength-0
+cell is the base image) are generated once. The PNG carries the generation parameters in a ``parameters`` text
+chunk, as A1111 writes them; beside it go the JSON record, the A1111 X/Y/Z values (``.a1111.txt``) and a ComfyUI
+workflow (``.comfyui.json``). ``annotate(cell, image) -> str`` writes a note under each cell (e.g. scores).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,12 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
+from lorakit import handoff
 from lorakit.files import atomic_path, atomic_write_text
 from lorakit.generate import Generator, sampler_name
 from lorakit.project import Project
+
+Annotate = Callable[["Cell", Image.Image], "str | None"]
 
 AXIS_KINDS = ("checkpoint", "strength", "prompt", "seed", "cfg", "steps", "sampler")
 
@@ -78,17 +84,40 @@ class GridSpec:
 
 
 @dataclass
+class Rendered:
+    """Each distinct image of a set of cells, and what it took to make them."""
+
+    images: dict[tuple, Image.Image]
+    generated: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
 class GridResult:
     paths: list[Path] = field(default_factory=list)
-    images: int = 0
-    generated: int = 0
-    seconds: float = 0.0
+    images: int = 0  # cells in all grids
+    generated: int = 0  # images actually sampled (identical cells are sampled once)
+    batches: int = 0
+    seconds: float = 0.0  # everything: sampling, drawing, saving
+    generate_seconds: float = 0.0  # sampling only (with LoRA loading and switching)
     cells: list[list[list[Cell]]] = field(default_factory=list)  # [z][row][col]
     cell_images: list[list[list[Image.Image]]] = field(default_factory=list)
+    notes: list[list[list[str]]] = field(default_factory=list)
+    grids: list[Image.Image] = field(default_factory=list, repr=False)
+    exports: list[Path] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
-        return self.generated / self.seconds if self.seconds else 0.0
+        """Sampled images per second of sampling time."""
+        return self.generated / self.generate_seconds if self.generate_seconds else 0.0
+
+    def summary(self) -> str:
+        """One line: cells, sampled images, batches, reuse, time and images/s."""
+        reused = self.images - self.generated
+        return (f"{self.images} cells: {self.generated} images sampled in {self.batches} batches"
+                f"{f' ({reused} reused)' if reused else ''}; sampling {self.generate_seconds:.1f} s "
+                f"({self.images_per_second:.2f} images/s), total {self.seconds:.1f} s")
 
 
 def parse_axis(text: str, project: Project | None = None) -> Axis:
@@ -166,27 +195,41 @@ def plan(spec: GridSpec, project: Project | None = None) -> list[list[list[Cell]
               for i in range(len(spec.x.values))] for j in ys] for k in zs]
 
 
-def render_cells(gen: Generator, cells: list[Cell]) -> tuple[dict[tuple, Image.Image], int]:
-    """Generate each distinct image once, batching cells that share LoRA and sampling settings."""
-    images: dict[tuple, Image.Image] = {}
-    groups: dict[tuple, list[Cell]] = {}
+def batch_groups(cells: list[Cell], batch_size: int = 8) -> list[list[Cell]]:
+    """Distinct cells grouped into batches that share LoRA and sampling settings, one checkpoint after another."""
+    groups: dict[tuple, dict[tuple, Cell]] = {}
     for c in cells:
-        if c.image_key() not in images:
-            groups.setdefault(c.batch_key(), [])
-            if all(x.image_key() != c.image_key() for x in groups[c.batch_key()]):
-                groups[c.batch_key()].append(c)
-    generated = 0
-    for (lora, negative, cfg, steps, sampler, width, height), group in groups.items():
-        out = gen.generate_batch([c.prompt for c in group], seeds=[c.seed for c in group],
-                                 loras=[lora] if lora else [], negative_prompt=negative, steps=steps, cfg=cfg,
-                                 sampler=sampler, width=width, height=height)
-        generated += len(out)
-        for c, im in zip(group, out, strict=True):
-            images[c.image_key()] = im
-    return images, generated
+        groups.setdefault(c.batch_key(), {}).setdefault(c.image_key(), c)
+    # same checkpoint together: its adapter is switched to once, and never evicted and reloaded
+    ordered = sorted(groups.values(), key=lambda g: str(next(iter(g.values())).checkpoint or ""))
+    out = []
+    for group in ordered:
+        members = list(group.values())
+        out += [members[i:i + batch_size] for i in range(0, len(members), batch_size)]
+    return out
 
 
-def a1111_parameters(cell: Cell, size: tuple[int, int], model: str) -> str:
+def render_cells(gen: Generator, cells: list[Cell], batch_size: int = 8, progress: bool = False) -> Rendered:
+    """Generate each distinct image once, batching cells that share LoRA and sampling settings."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    batches = batch_groups(cells, batch_size)
+    out = Rendered({}, batches=len(batches))
+    for group in tqdm(batches, desc="grid", unit="batch", disable=not progress):
+        first = group[0]
+        lora = [(first.checkpoint, first.strength)] if first.checkpoint and first.strength else []
+        images = gen.generate_batch([c.prompt for c in group], seeds=[c.seed for c in group], loras=lora,
+                                    negative_prompt=first.negative_prompt, steps=first.steps, cfg=first.cfg,
+                                    sampler=first.sampler, width=first.width, height=first.height)
+        out.generated += len(images)
+        for c, im in zip(group, images, strict=True):
+            out.images[c.image_key()] = im
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def a1111_parameters(cell: Cell, size: tuple[int, int], model: str, script: str = "") -> str:
     """A1111's 'parameters' text: the prompt (with its <lora:...> tag), then the settings line."""
     prompt = cell.prompt
     if cell.checkpoint and cell.strength:
@@ -195,79 +238,138 @@ def a1111_parameters(cell: Cell, size: tuple[int, int], model: str) -> str:
     if cell.negative_prompt:
         lines.append(f"Negative prompt: {cell.negative_prompt}")
     lines.append(f"Steps: {cell.steps}, Sampler: {cell.sampler}, CFG scale: {cell.cfg:g}, Seed: {cell.seed}, "
-                 f"Size: {size[0]}x{size[1]}, Model: {model}")
+                 f"Size: {size[0]}x{size[1]}, Model: {model}" + (f", {script}" if script else ""))
     return "\n".join(lines)
 
 
-def draw_grid(images: list[list[Image.Image]], col_labels: list[str], row_labels: list[str],
-              title: str = "") -> Image.Image:
+def _zoom(images: list[list[Image.Image]], target: int = 192) -> list[list[Image.Image]]:
+    """Enlarge small images by a whole factor, pixel for pixel (the demo model draws 32 px)."""
+    w, h = images[0][0].size
+    zoom = max(1, target // max(w, h))
+    if zoom == 1:
+        return images
+    return [[im.resize((w * zoom, h * zoom), Image.Resampling.NEAREST) for im in row] for row in images]
+
+
+def draw_grid(images: list[list[Image.Image]], col_labels: list[str], row_labels: list[str], title: str = "",
+              notes: list[list[str]] | None = None, highlight: tuple[int, int] | None = None) -> Image.Image:
     """Images in rows and columns with headers on top and at the left, like A1111's grids.
 
-    Small images (the demo model draws 32 px) are enlarged by a whole factor, pixel for pixel, to be seen.
+    ``notes`` [row][col] are written under each image; ``highlight`` (row, col) frames one cell in green.
     """
+    images = _zoom(images)
     w, h = images[0][0].size
-    zoom = max(1, 192 // max(w, h))
-    if zoom > 1:
-        images = [[im.resize((w * zoom, h * zoom), Image.Resampling.NEAREST) for im in row] for row in images]
-        w, h = w * zoom, h * zoom
     font_size = max(12, min(32, w // 8))
     font = ImageFont.load_default(size=font_size)
+    small = ImageFont.load_default(size=max(11, font_size * 3 // 4))
+    note_h = small.size + 8 if notes and any(n for row in notes for n in row) else 0
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    left = max([probe.textlength(t, font=font) for t in row_labels if t] + [0]) + 16 if any(row_labels) else 0
+    left = int(max([probe.textlength(t, font=font) for t in row_labels if t] + [0]) + 16) if any(row_labels) else 0
     top = font_size * 2 + 8 + (font_size + 8 if title else 0)
-    cols, rows = len(images[0]), len(images)
-    out = Image.new("RGB", (int(left) + cols * w, top + rows * h), "white")
+    cols, rows, cell_h = len(images[0]), len(images), h + note_h
+    out = Image.new("RGB", (left + cols * w, top + rows * cell_h), "white")
     d = ImageDraw.Draw(out)
     if title:
         d.text((8, 4), title, fill="black", font=font)
     for i, label in enumerate(col_labels):
-        cx = int(left) + i * w + w // 2
-        d.text((cx, top - font_size // 2 - 4), label, fill="black", font=font, anchor="mm")
+        d.text((left + i * w + w // 2, top - font_size // 2 - 4), label, fill="black", font=font, anchor="mm")
     for j, row in enumerate(images):
+        y = top + j * cell_h
         if row_labels[j]:
-            d.text((int(left) - 8, top + j * h + h // 2), row_labels[j], fill="black", font=font, anchor="rm")
+            d.text((left - 8, y + h // 2), row_labels[j], fill="black", font=font, anchor="rm")
         for i, im in enumerate(row):
-            out.paste(im, (int(left) + i * w, top + j * h))
+            out.paste(im, (left + i * w, y))
+            if note_h and notes[j][i]:
+                d.text((left + i * w + w // 2, y + h + note_h // 2), notes[j][i], fill="black", font=small,
+                       anchor="mm")
+    if highlight is not None:
+        j, i = highlight
+        box = (left + i * w, top + j * cell_h, left + (i + 1) * w - 1, top + j * cell_h + cell_h - 1)
+        d.rectangle(box, outline=(0, 170, 0), width=max(3, w // 48))
     return out
 
 
+def headers(axis: Axis | None) -> list[str]:
+    """Header texts of an axis: the value alone for checkpoints and Prompt S/R, else 'kind: value'."""
+    if axis is None:
+        return [""]
+    if axis.kind in ("checkpoint", "prompt"):
+        return list(axis.labels)
+    return [f"{axis.kind}: {label}" for label in axis.labels]
+
+
 def make_grid(project: Project, spec: GridSpec, base_model: str = "", generator: Generator | None = None,
-              stamp: str | None = None) -> GridResult:
-    """Generate and save the grid(s) of ``spec``: one PNG (+ JSON) per Z value under project/grids/."""
+              stamp: str | None = None, annotate: Annotate | None = None,
+              best: Callable[[GridResult], tuple[int, int, int] | None] | None = None, batch_size: int = 8,
+              progress: bool = False) -> GridResult:
+    """Generate and save the grid(s) of ``spec``: one PNG (+ JSON, A1111 and ComfyUI files) per Z value.
+
+    ``annotate(cell, image)`` returns a note written under the cell; ``best(result)`` the (z, row, col) to frame.
+    """
     gen = generator or Generator(base_model)
     t0 = time.perf_counter()
     cells = plan(spec, project)
-    flat = [c for z in cells for row in z for c in row]
-    rendered, generated = render_cells(gen, flat)
-    result = GridResult(cells=cells, images=len(flat), generated=generated)
-    result.seconds = time.perf_counter() - t0
-    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
-    for k, z_cells in enumerate(cells):
-        imgs = [[rendered[c.image_key()] for c in row] for row in z_cells]
+    rendered = render_cells(gen, [c for z in cells for row in z for c in row], batch_size, progress)
+    result = GridResult(cells=cells, images=sum(len(row) for z in cells for row in z), generated=rendered.generated,
+                        batches=rendered.batches, generate_seconds=rendered.seconds)
+    for z_cells in cells:
+        imgs = [[rendered.images[c.image_key()] for c in row] for row in z_cells]
         result.cell_images.append(imgs)
+        result.notes.append([[(annotate(c, im) or "") if annotate else "" for c, im in zip(row, irow, strict=True)]
+                             for row, irow in zip(z_cells, imgs, strict=True)])
+    chosen = best(result) if best else None
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    for k in range(len(cells)):
         title = f"{spec.z.kind}: {spec.z.labels[k]}" if spec.z else ""
-        row_labels = [f"{spec.y.kind}: {lab}" if spec.y.kind != "prompt" else lab for lab in spec.y.labels] \
-            if spec.y else [""]
-        grid = draw_grid(imgs, spec.x.labels, row_labels, title)
-        suffix = f"-z{k}" if spec.z else ""
-        path = project.grids_dir / f"{stamp}{suffix}.png"
-        info = PngInfo()
-        first = z_cells[0][0]
-        info.add_text("parameters", a1111_parameters(first, imgs[0][0].size, Path(gen.base.source).name))
-        info.add_text("lorakit", json.dumps(_record(spec, z_cells, gen, result)))
-        with atomic_path(path) as tmp:
-            grid.save(tmp, format="PNG", pnginfo=info)
-        atomic_write_text(path.with_suffix(".json"), json.dumps(_record(spec, z_cells, gen, result), indent=1))
-        result.paths.append(path)
+        highlight = chosen[1:] if chosen and chosen[0] == k else None
+        grid = draw_grid(result.cell_images[k], headers(spec.x), headers(spec.y), title, result.notes[k], highlight)
+        result.grids.append(grid)
+        result.paths.append(project.grids_dir / f"{stamp}{f'-z{k}' if spec.z else ''}.png")
+    result.seconds = time.perf_counter() - t0
+    for k, path in enumerate(result.paths):
+        _save(path, result.grids[k], spec, k, gen, result)
+        result.exports += _export(path, spec, result.cells[k], result.cell_images[k][0][0].size, gen)
+    result.seconds = time.perf_counter() - t0
     return result
 
 
-def _record(spec: GridSpec, cells: list[list[Cell]], gen: Generator, result: GridResult) -> dict:
+def _save(path: Path, grid: Image.Image, spec: GridSpec, k: int, gen: Generator, result: GridResult) -> None:
+    first = result.cells[k][0][0]
+    record = _record(spec, k, gen, result)
+    info = PngInfo()
+    info.add_text("parameters", a1111_parameters(first, result.cell_images[k][0][0].size, Path(gen.base.source).name,
+                                                 handoff.a1111_script_line(spec)))
+    info.add_text("lorakit", json.dumps(record))
+    with atomic_path(path) as tmp:
+        grid.save(tmp, format="PNG", pnginfo=info)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=1))
+
+
+def _export(path: Path, spec: GridSpec, cells: list[list[Cell]], size: tuple[int, int], gen: Generator) -> list[Path]:
+    """The A1111 X/Y/Z values and the ComfyUI workflow beside a grid."""
+    model = Path(gen.base.source).name
+    a1111 = atomic_write_text(path.with_suffix(".a1111.txt"), handoff.a1111_xyz_text(spec, cells[0][0], size, model))
+    xs, ys = headers(spec.x), headers(spec.y)
+    flat = [c for row in cells for c in row]
+    labels = [f"{ys[j]} {xs[i]}".strip() for j, row in enumerate(cells) for i in range(len(row))]
+    workflow = handoff.comfyui_workflow(flat, handoff.comfy_checkpoint_name(gen.base.source), size, labels,
+                                        prefix=f"lorakit/{path.stem}")
+    comfy = atomic_write_text(path.with_suffix(".comfyui.json"), json.dumps(workflow, indent=1))
+    return [a1111, comfy]
+
+
+def _record(spec: GridSpec, k: int, gen: Generator, result: GridResult) -> dict:
     return {
         "base_model": gen.base.source,
-        "spec": {k: v for k, v in asdict(spec).items() if k not in ("x", "y", "z")},
+        "spec": {key: v for key, v in asdict(spec).items() if key not in ("x", "y", "z")},
         "axes": {name: asdict(a) for name, a in (("x", spec.x), ("y", spec.y), ("z", spec.z)) if a},
-        "cells": [[asdict(c) for c in row] for row in cells],
-        "seconds": round(result.seconds, 3),
+        "z_index": k,
+        "cells": [[asdict(c) for c in row] for row in result.cells[k]],
+        "notes": result.notes[k],
         "images": result.images,
+        "generated": result.generated,
+        "batches": result.batches,
+        "generate_seconds": round(result.generate_seconds, 3),
+        "seconds": round(result.seconds, 3),
+        "images_per_second": round(result.images_per_second, 3),
     }

@@ -119,11 +119,10 @@ def import_images(src: str | Path, project: Project, token: str | None = None, r
         if not token or not repeats:
             raise DatasetError(f"{src} is a plain folder: give token= (the trigger word) and repeats= for it.")
         plan.append((source_images(src), base / validate_name(token, repeats)))
-    for files, dest in plan:
-        clashes = find_clashes(files)
-        if clashes:
-            raise DatasetError("Same name, different files (they would share one caption): "
-                               + "; ".join(clashes) + ". Rename one of each pair, then import again.")
+    clashes = [c for files, _ in plan for c in find_clashes(files)]
+    if clashes:
+        raise DatasetError("Same name, different files (they would share one caption): "
+                           + "; ".join(clashes) + ". Rename one of each pair, then import again.")
     report = ImportReport()
     for files, dest in plan:
         dest.mkdir(parents=True, exist_ok=True)

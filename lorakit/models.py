@@ -247,3 +247,8 @@ def _load_pipeline(src: str, family: str, dtype, allow_pickle: bool, allow_downl
 
 def clear_cache() -> None:
     _CACHE.clear()
+
+
+def base_model_from_env(default: str = "") -> str:
+    """The notebooks' rule: $LORAKIT_BASE_MODEL if set, else ``default`` (empty = the demo model)."""
+    return os.environ.get("LORAKIT_BASE_MODEL") or default

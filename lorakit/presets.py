@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from lorakit.config import TrainConfig
+from lorakit.config import ConfigError, TrainConfig
 
 # settings that belong to the project, not to the recipe: a preset never changes them
 PROJECT_KEYS = (
@@ -128,12 +129,8 @@ PRESETS: dict[str, Preset] = {
 def apply_preset(name: str, cfg: TrainConfig | None = None) -> TrainConfig:
     """Lorakit's defaults, then the preset's values; ``cfg``'s project settings (PROJECT_KEYS) are kept."""
     if name not in PRESETS:
-        import difflib
-
         near = difflib.get_close_matches(name, list(PRESETS), n=1)
         hint = f" Did you mean {near[0]!r}?" if near else ""
-        from lorakit.config import ConfigError
-
         raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}.{hint}")
     keep = {key: cfg.get(key) for key in PROJECT_KEYS} if cfg is not None else {}
     return TrainConfig().replace({**PRESETS[name].values, **keep}, source=f"preset {name!r}")

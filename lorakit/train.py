@@ -69,6 +69,9 @@ class TrainResult:
     time_to_first_step: float = 0.0
     interrupted: bool = False
     state_path: Path | None = None
+    weights_checksum: str = ""
+    process_index: int = 0
+    num_processes: int = 1
     moved_aside: list[Path] = field(default_factory=list)  # an earlier run's files, kept in output/previous/
 
     @property
@@ -110,13 +113,15 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
     bucket_counts = assign_buckets(items, d.resolution, d.enable_bucket, d.min_bucket_reso, d.max_bucket_reso,
                                    d.bucket_reso_steps, d.bucket_no_upscale)
     cache = LatentCache(base.vae, base.latent_scale, base.vae_shift,
-                        project.cache_dir / "latents" if d.cache_latents_to_disk else None)
+                        project.cache_dir / "latents" if d.cache_latents_to_disk else None,
+                        write=accelerator.is_main_process)
     if d.cache_latents:
         for it in items:
             cache.get(it, False)
             if d.flip_aug:
                 cache.get(it, True)
-    batches_per_epoch = len(epoch_batches(items, t.train_batch_size, t.seed, 0, d.flip_aug))
+    world, rank = accelerator.num_processes, accelerator.process_index
+    batches_per_epoch = len(epoch_batches(items, t.train_batch_size, t.seed, 0, d.flip_aug)) // world
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.optimizer.gradient_accumulation_steps)
     steps_total = steps_per_epoch * t.max_train_epochs
     if t.max_train_steps:
@@ -139,7 +144,8 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
     trained = list(net.parts.values())
     for m in trained:
         m.train()
-    optimizer, lr_scheduler = accelerator.prepare(optimizer, lr_scheduler)
+    # the scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it once per process)
+    optimizer = accelerator.prepare(optimizer)
     noise_gen = torch.Generator("cpu").manual_seed(t.seed)
 
     run = {"session_id": uuid.uuid4().hex[:16], "started_at": str(time.time()), "total_steps": steps_total,
@@ -198,7 +204,9 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, epochs):
+            # every process takes its share of the same epoch order (equal counts, so the all-reduces pair up)
             batches = epoch_batches(items, t.train_batch_size, t.seed, epoch, d.flip_aug)
+            batches = batches[rank::world][:batches_per_epoch]
             epoch_losses = []
             for b_index, batch in enumerate(batches):
                 if b_index < skip_batches:  # resuming mid-epoch: the same order, minus what was done
@@ -237,11 +245,14 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                                            device=loss.device)
                     loss = (loss * weights).mean()
                     accelerator.backward(loss)
+                    if accelerator.sync_gradients and world > 1:
+                        _average_gradients(accelerator, [p for g in groups for p in g["params"]])
                     if accelerator.sync_gradients and cfg.optimizer.max_grad_norm:
                         accelerator.clip_grad_norm_([p for g in groups for p in g["params"]],
                                                     cfg.optimizer.max_grad_norm)
                     optimizer.step()
-                    lr_scheduler.step()
+                    if accelerator.sync_gradients:
+                        lr_scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 if not accelerator.sync_gradients:
                     continue
@@ -287,10 +298,12 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
         for m in trained:
             m.eval()
         accelerator.wait_for_everyone()
+        result.weights_checksum = weights_checksum(net)
         net.detach()  # the cached base model is clean for the next run in this kernel
         if t.gradient_checkpointing:
             base.unet.disable_gradient_checkpointing()
     result.steps, result.epochs = step, epoch + 1
+    result.process_index, result.num_processes = rank, world
     result.seconds = time.perf_counter() - t_start
     for cb in callbacks:
         cb.on_end(result)
@@ -361,6 +374,28 @@ def _log(accelerator, path: Path, row: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def _average_gradients(accelerator, params: list[torch.nn.Parameter]) -> None:
+    """Data parallel for adapters: one all-reduce of all adapter gradients (the base model is frozen)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    flat = accelerator.reduce(flat, reduction="mean")
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def weights_checksum(net) -> str:
+    """A short fingerprint of the adapter weights (to compare processes or runs)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in sorted(net.trainable_state_dict().items()):
+        h.update(key.encode())
+        h.update(value.float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def keep_previous_run(project: Project, output_name: str) -> list[Path]:

@@ -1,0 +1,55 @@
+# %% [markdown]
+# # 3 · Train
+#
+# This step reads `lorakit.toml` (written by notebook 02) and the dataset (notebook 01) from the project
+# folder and trains the LoRA. While it runs you see a progress bar (loss, learning rate, steps per second), a
+# loss plot, and sample images every few epochs. A checkpoint is written every `save_every_n_epochs` epochs
+# as `output/<name>-000001.safetensors`, … and the last one as `output/<name>.safetensors`: the files load
+# unchanged in AUTOMATIC1111, ComfyUI and diffusers.
+#
+# **Interrupting is safe**: stop the kernel (■) and the training state is saved; tick *resume* below and run
+# the training cell again to continue where it stopped. Rerunning with other settings in the same kernel
+# reuses the loaded model and the latent cache, so it starts at once.
+
+# %% tags=["parameters"]
+PROJECT = "../demo-project"
+BASE_MODEL = ""  # empty = what lorakit.toml says (the demo model by default)
+RESUME = False
+
+# %%
+from lorakit.demo import demo_config
+from lorakit.models import base_model_from_env
+from lorakit.project import Project
+from lorakit.progress import summary
+from lorakit.train import train
+from lorakit.ui.train import LiveView, TrainForm
+
+project = Project.from_env(PROJECT)
+cfg = project.load_config() if project.config_path.is_file() else demo_config()
+cfg.model.base_model = base_model_from_env(BASE_MODEL) or cfg.model.base_model
+
+# %% [markdown]
+# The settings people change most between runs. Every other setting is in notebook 02 (or `lorakit.toml`).
+
+# %%
+form = TrainForm(cfg, can_resume=(project.state_dir / "state.pt").is_file())
+form.widget
+
+# %% [markdown]
+# **Start** — run this cell. The plot is the training loss: it is noisy by nature (each step sees another
+# noise level); watch the smoothed line, and judge the result by the samples and by notebook 04, not by the loss.
+
+# %%
+view = LiveView()
+result = train(project, form.value(), callbacks=[view], resume=RESUME or form.resume.value)
+
+# %%
+summary(result)
+
+# %% [markdown]
+# Next: **04 · evaluate** — compare the checkpoints at several strengths in an X/Y grid.
+
+# %%
+assert result.final is not None and result.final.is_file(), "training wrote no LoRA file"
+assert not result.interrupted, "the run was interrupted: set RESUME = True (or tick resume) and run again"
+print(f"{len(result.checkpoints)} checkpoints in {project.output_dir}")

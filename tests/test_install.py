@@ -1,0 +1,72 @@
+"""pyproject.toml and environment.yml name the same packages; the package imports without ipywidgets."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def pyproject_packages() -> set[str]:
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    reqs = list(data["project"]["dependencies"])
+    for extra in data["project"]["optional-dependencies"].values():
+        reqs += extra
+    return {_name(r) for r in reqs}
+
+
+def environment_packages() -> set[str]:
+    names = set()
+    in_pip = False
+    for line in (REPO / "environment.yml").read_text().splitlines():
+        if re.match(r"\s*- pip:\s*$", line):
+            in_pip = True
+            continue
+        m = re.match(r"\s+- (.+)$", line)
+        if in_pip and m and not m[1].startswith("-e"):
+            names.add(_name(m[1].strip("'\"")))
+    return names
+
+
+def test_environment_yml_matches_pyproject():
+    assert pyproject_packages() == environment_packages()
+
+
+def test_environment_yml_installs_the_package_with_extras():
+    assert '- -e ".[test]"' in (REPO / "environment.yml").read_text()
+
+
+def test_every_imported_third_party_package_is_declared():
+    """Each top-level import in lorakit/ is in the standard library, lorakit, or pyproject's dependencies."""
+    import_names = {"PIL": "pillow", "yaml": "pyyaml", "IPython": "ipython", "imagehash": "imagehash",
+                    "tomli_w": "tomli-w", "ipywidgets": "ipywidgets"}
+    optional = {"bitsandbytes", "prodigyopt", "dadaptation", "tensorboard", "scipy", "torchvision", "torchsde",
+                "tomli"}
+    declared = pyproject_packages() | {"ipython"}  # ipython comes with ipykernel/jupyterlab
+    seen = set()
+    for path in (REPO / "lorakit").rglob("*.py"):
+        for m in re.finditer(r"^\s*(?:from|import) ([A-Za-z_][\w]*)", path.read_text(), re.M):
+            seen.add(m[1])
+    third = {n for n in seen if n not in sys.stdlib_module_names and n not in ("lorakit", "__future__")}
+    missing = {import_names.get(n, n.replace("_", "-")).lower() for n in third} - declared - optional
+    assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"
+
+
+def test_library_does_not_import_ipywidgets():
+    """Arrows go one way: lorakit.ui -> library; the library never needs ipywidgets."""
+    for path in (REPO / "lorakit").rglob("*.py"):
+        if "ui" in path.relative_to(REPO / "lorakit").parts:
+            continue
+        assert not re.search(r"^\s*(from|import) ipywidgets", path.read_text(), re.M), f"{path} imports ipywidgets"
+    code = "import sys, lorakit.train, lorakit.grid, lorakit.generate, lorakit.cli; print('ipywidgets' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
