@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 from dataclasses import fields
@@ -48,10 +49,8 @@ def _random_config(rng: random.Random) -> TrainConfig:
             value = [f'a "quoted" prompt --w {rng.randint(1, 9)}', "ünïcode, tags\\with\\backslashes"]
         else:
             value = default
-        try:
+        with contextlib.suppress(ConfigError):  # a value that does not fit with the others: keep the previous one
             cfg = cfg.replace({key: value})
-        except ConfigError:
-            pass  # this value does not fit with the others: keep the previous one
     return cfg
 
 
@@ -219,3 +218,10 @@ def test_cli_init_with_preset_refuses_to_overwrite(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert main(["config", "init", str(project), "--force"]) == 0
     assert TrainConfig.load(project / "lorakit.toml") == TrainConfig()
+
+
+def test_cli_show_markdown_is_one_table_row_per_setting(capsys):
+    assert main(["config", "show", "--markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len([line for line in lines if line.startswith("| `")]) == len(field_keys())
+    assert [line for line in lines if line.startswith("## ")] == [f"## [{s}]" for s in SECTIONS]

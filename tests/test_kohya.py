@@ -87,6 +87,8 @@ def test_broken_json_names_the_line():
         parse_kohya_text('{\n"a": 1,\n"b" 2\n}')
     with pytest.raises(ConfigError, match="No kohya_ss settings"):
         parse_kohya_text("nothing here")
+    with pytest.raises(ConfigError, match="neither a file"):
+        import_kohya("missing/settings.json")
 
 
 def test_empty_string_means_default_and_bad_numbers_are_errors():

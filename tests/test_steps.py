@@ -49,7 +49,7 @@ def test_plan_counts_like_the_trainer():
     assert [r.checkpoint for r in plan.rows] == [False, False, True, True]  # every 3rd, and the last
     assert [r.sample for r in plan.rows] == [False, True, False, True]
     assert plan.rows[-1].seconds == 100.0 and plan.seconds == 100.0
-    assert "200 steps in all" in plan.summary() and "1m" in plan.table()
+    assert "200 steps in all" in plan.summary() and "1m40s" in plan.table()
 
 
 def test_max_train_steps_caps_the_plan():
@@ -80,4 +80,4 @@ def test_speed_is_remembered_per_setting(tmp_path, monkeypatch):
 
 
 def test_format_duration():
-    assert [format_duration(s) for s in (None, 42, 600, 3 * 3600 + 300)] == ["", "42s", "10m", "3h05m"]
+    assert [format_duration(s) for s in (None, 42, 600, 3 * 3600 + 300)] == ["", "42s", "10m00s", "3h05m"]

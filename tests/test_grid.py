@@ -1,0 +1,216 @@
+"""X/Y/Z grids: axes, headers, PNG parameters, JSON, reuse and batching, A1111/ComfyUI exports, judging helpers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from lora_fakes import write_kohya_lora
+from PIL import Image
+
+from lorakit import handoff
+from lorakit.generate import Generator
+from lorakit.grid import GridError, build_spec, make_grid, parse_axis, plan, render_cells
+from lorakit.judge import (
+    lora_effect,
+    nearest_training_images,
+    side_by_side,
+    trigger_words,
+    verdict,
+)
+from lorakit.models import load_base
+from lorakit.project import Project
+
+FAST = dict(steps=2, cfg=4.0, sampler="Euler")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_sd1):
+    """A project with 4 training images, a config, and three checkpoints as another trainer would write them."""
+    from conftest import write_images
+
+    from lorakit.config import TrainConfig
+
+    project = Project.create(tmp_path_factory.mktemp("grid") / "proj")
+    write_images(project.dataset_dir / "2_zkx", 4)
+    cfg = TrainConfig()
+    cfg.model.base_model = str(tiny_sd1)
+    cfg.sampling.sample_prompts = ["zkx, thing --n blurry"]
+    cfg.sampling.sample_steps, cfg.sampling.sample_cfg, cfg.sampling.sample_sampler = 2, 4.0, "euler"
+    cfg.save(project.config_path)
+    base = load_base(str(tiny_sd1))
+    for i, name in enumerate(["zkx-000001", "zkx-000002", "zkx"]):
+        write_kohya_lora(project.output_dir / f"{name}.safetensors", base, seed=10 + i, scale=0.2 + 0.1 * i)
+    return project
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_sd1):
+    return Generator(str(tiny_sd1))
+
+
+class Counting:
+    """A Generator wrapper that counts the images it is asked for."""
+
+    def __init__(self, gen: Generator) -> None:
+        self.gen, self.images, self.calls, self.base = gen, 0, 0, gen.base
+
+    def generate_batch(self, prompts, **kwargs):
+        self.images += len(prompts)
+        self.calls += 1
+        return self.gen.generate_batch(prompts, **kwargs)
+
+
+def test_axes_parse_and_teach(project):
+    assert parse_axis("checkpoint", project).labels == ["zkx-000001", "zkx-000002", "zkx"]
+    assert parse_axis("epoch=zkx-000002,zkx", project).labels == ["zkx-000002", "zkx"]
+    assert parse_axis("strength=1, 0.5,0").values == [1.0, 0.5, 0.0]
+    assert parse_axis("sampler=Euler a|dpm++_2m_karras").values == ["Euler a", "DPM++ 2M Karras"]
+    assert parse_axis("cfg=4,7").values == [4.0, 7.0] and parse_axis("steps=2,3").values == [2, 3]
+    with pytest.raises(GridError, match="axes are: checkpoint"):
+        parse_axis("colour=red")
+    with pytest.raises(GridError, match="have: zkx-000001"):
+        parse_axis("checkpoint=zkx-000009", project)
+    with pytest.raises(GridError, match="strength=1,0.75,0.5"):
+        parse_axis("strength")
+    spec = build_spec(project, "prompt=thing,shape", "seed=1,2")
+    assert spec.prompt == "zkx, thing"  # the project's sample prompt, without its --n option
+    cells = plan(spec, project)
+    assert [c.prompt for c in cells[0][0]] == ["zkx, thing", "zkx, shape"]
+    assert [row[0].seed for row in cells[0]] == [1, 2]
+    assert cells[0][0][0].checkpoint.endswith("zkx.safetensors"), "no checkpoint axis: the last checkpoint"
+    with pytest.raises(GridError, match="does not occur"):
+        plan(build_spec(project, "prompt=cat,dog"), project)
+
+
+def test_grid_files_headers_and_reuse(project, gen):
+    spec = build_spec(project, "checkpoint", "strength=1,0", "seed=3,4", **FAST)
+    counting = Counting(gen)
+    result = make_grid(project, spec, generator=counting, stamp="t1")
+    assert [p.name for p in result.paths] == ["t1-z0.png", "t1-z1.png"]
+    assert result.images == 12 and result.generated == 8, "strength 0 is the base image, sampled once per seed"
+    assert counting.images == 8
+    assert result.batches == counting.calls == 4, "the two seeds of each LoRA setting share a batch"
+    assert "images/s" in result.summary()
+    png = Image.open(result.paths[1])
+    w, h = png.size
+    assert w > 3 * 192 and h > 2 * 192, "3 columns × 2 rows of 64 px cells enlarged ×3, plus headers"
+    params = png.text["parameters"]
+    assert params.startswith("zkx, thing <lora:zkx-000001:1>\n")
+    assert "Steps: 2, Sampler: Euler, CFG scale: 4, Seed: 4, Size: 64x64" in params
+    assert 'X Type: Prompt S/R, X Values: "<lora:zkx-000001:,<lora:zkx-000002:,<lora:zkx:"' in params
+    record = json.loads(result.paths[1].with_suffix(".json").read_text())
+    assert record["axes"]["z"]["values"] == [3, 4] and record["generated"] == 8
+    assert record["cells"][1][0]["strength"] == 0.0
+    top_left = np.asarray(result.cell_images[1][0][0])
+    assert not np.array_equal(top_left, np.asarray(result.cell_images[0][0][0])), "Z changes the seed"
+    assert np.array_equal(np.asarray(result.cell_images[0][1][0]), np.asarray(result.cell_images[0][1][2]))
+
+
+def test_same_settings_same_pixels(project, gen):
+    spec = build_spec(project, "checkpoint=zkx-000002,zkx", "strength=0.5", **FAST)
+    one = make_grid(project, spec, generator=gen, stamp="same1")
+    gen.generate("something else", seed=99, loras=[(project.checkpoints()[0], 1.0)], **FAST)
+    two = make_grid(project, spec, generator=Generator(gen.base), stamp="same2")
+    a, b = Image.open(one.paths[0]), Image.open(two.paths[0])
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    single = gen.generate("zkx, thing", seed=1, loras=[(project.checkpoints()[2], 0.5)], **FAST)
+    assert np.array_equal(np.asarray(single), np.asarray(one.cell_images[0][0][1])), "a cell is reproducible alone"
+
+
+def test_cells_that_share_settings_are_batched(project, gen):
+    spec = build_spec(project, "seed=1,2,3", "strength=1,0.5", **FAST)
+    counting = Counting(gen)
+    cells = [c for z in plan(spec, project) for row in z for c in row]
+    rendered = render_cells(counting, cells, batch_size=2)
+    assert rendered.generated == 6 and counting.calls == rendered.batches == 4  # 2 strengths × ceil(3 / 2)
+    batched = render_cells(gen, cells, batch_size=8)
+    assert batched.batches == 2
+    for c in cells:  # batching does not change a cell's pixels beyond rounding
+        diff = np.abs(np.asarray(batched.images[c.image_key()], np.int16) - np.asarray(rendered.images[c.image_key()]))
+        assert diff.max() <= 2
+
+
+def test_notes_and_highlight(project, gen):
+    spec = build_spec(project, "checkpoint=zkx-000001,zkx", "strength=1,0.5", **FAST)
+    result = make_grid(project, spec, generator=gen, stamp="notes",
+                       annotate=lambda cell, img: f"s={cell.strength:g}", best=lambda r: (0, 1, 1))
+    assert result.notes[0] == [["s=1", "s=1"], ["s=0.5", "s=0.5"]]
+    assert json.loads(result.paths[0].with_suffix(".json").read_text())["notes"][1][0] == "s=0.5"
+    grid = np.asarray(result.grids[0])
+    green = (grid[..., 1] > 150) & (grid[..., 0] < 40) & (grid[..., 2] < 40)
+    ys, xs = np.nonzero(green)
+    assert xs.min() > grid.shape[1] // 2 and ys.min() > grid.shape[0] // 2, "the frame is on the bottom-right cell"
+
+
+def _apply_sr(prompt: str, search: str, value: str) -> str:
+    return prompt.replace(search, value)
+
+
+def test_a1111_values_reproduce_every_cell(project, gen):
+    spec = build_spec(project, "checkpoint", "strength=1,0.75,0", **FAST)
+    cells = plan(spec, project)[0]
+    text = handoff.a1111_xyz_text(spec, cells[0][0], (64, 64), "tiny")
+    lines = dict(line.split(": ", 1) for line in text.splitlines() if line.startswith(("X ", "Y ")))
+    prompt = text.split("parameters\n", 1)[1].splitlines()[0]
+    xs, ys = lines["X values"].split(","), lines["Y values"].split(",")
+    assert lines["X type"] == lines["Y type"] == "Prompt S/R"
+    for j, y in enumerate(ys):
+        for i, x in enumerate(xs):
+            for order in ((x, xs[0], y, ys[0]), (y, ys[0], x, xs[0])):  # A1111 may apply X or Y first
+                p = _apply_sr(_apply_sr(prompt, order[1], order[0]), order[3], order[2])
+                assert p == handoff.a1111_prompt(spec, cells[j][i])
+                assert p.endswith(handoff.lora_tag(cells[j][i].checkpoint, cells[j][i].strength))
+
+
+def test_comfyui_workflow_is_a_valid_graph(project, gen):
+    spec = build_spec(project, "checkpoint=zkx-000001,zkx", "strength=1,0", **FAST)
+    result = make_grid(project, spec, generator=gen, stamp="comfy")
+    a1111, comfy = result.exports
+    assert a1111.name == "comfy.a1111.txt" and "models/Lora/: zkx-000001.safetensors, zkx.safetensors" in a1111.read_text()
+    graph = json.loads(comfy.read_text())
+    kinds = [n["class_type"] for n in graph.values()]
+    for needed in ("CheckpointLoaderSimple", "LoraLoader", "CLIPTextEncode", "KSampler", "VAEDecode", "SaveImage"):
+        assert needed in kinds
+    assert kinds.count("SaveImage") == 4 and kinds.count("LoraLoader") == 2  # strength 0 cells skip the LoRA
+    for node in graph.values():  # every link points at an existing node's output
+        for value in node["inputs"].values():
+            if isinstance(value, list):
+                assert value[0] in graph and isinstance(value[1], int)
+    loras = [n["inputs"] for n in graph.values() if n["class_type"] == "LoraLoader"]
+    assert {(x["lora_name"], x["strength_model"], x["strength_clip"]) for x in loras} == {
+        ("zkx-000001.safetensors", 1.0, 1.0), ("zkx.safetensors", 1.0, 1.0)}
+    ks = next(n["inputs"] for n in graph.values() if n["class_type"] == "KSampler")
+    assert (ks["sampler_name"], ks["steps"], ks["seed"]) == ("euler", 2, 1)
+
+
+def test_does_it_do_anything(project, gen, tiny_sd1, tmp_path):
+    base = load_base(str(tiny_sd1))
+    weak = write_kohya_lora(tmp_path / "weak.safetensors", base, seed=5, alpha=1e-6)
+    effects = lora_effect(gen, [weak, project.checkpoints()[-1]], "thing", seeds=(1, 2), triggers=["zkx"], **FAST)
+    assert [e.checkpoint for e in effects] == ["weak", "zkx"]
+    assert effects[0].verdict == "no effect" and "trigger word (zkx)" in effects[0].advice
+    assert effects[1].verdict == "ok" and effects[1].mean_abs_diff > 1.0
+    assert verdict(120.0)[0] == "extreme" and verdict(10.0)[0] == "ok"
+
+
+def test_nearest_training_image(project):
+    paths = sorted(project.dataset_dir.glob("2_zkx/*.png"))
+    with Image.open(paths[2]) as im:
+        copy = im.convert("RGB").resize((32, 32))
+    matches = nearest_training_images(copy, project, k=2)
+    assert matches[0].path == paths[2] and matches[0].distance < matches[1].distance
+    assert trigger_words(project) == ["zkx"]
+    panel = side_by_side(copy, matches, size=96)
+    assert panel.size == (3 * (96 + 8) + 8, 96 + 36)
+
+
+def test_cli_grid(project, tiny_sd1, capsys):
+    from lorakit.cli import main
+
+    code = main(["grid", str(project.root), "--x", "checkpoint=zkx", "--y", "strength=1,0", "--steps", "2",
+                 "--sampler", "Euler", "--base-model", str(tiny_sd1)])
+    out = capsys.readouterr().out
+    assert code == 0 and "images/s" in out
+    assert any(line.endswith(".png") for line in out.splitlines())
