@@ -147,9 +147,22 @@ def run(workdir: Path, cfg: TrainConfig, strengths: list[float], spec: EvalSpec,
             cells.append(evaluate(gen, by_epoch[epoch], s, spec, epoch))
             print(format_table(cells[-1:]).splitlines()[1], flush=True)
     eval_seconds = time.time() - t0
-    recommended = next(c for c in cells if c.epoch == n_epochs and c.strength == RECOMMENDED_STRENGTH)
+    recommended = next((c for c in cells if c.epoch == n_epochs and c.strength == RECOMMENDED_STRENGTH), cells[-1])
     return {"cells": cells, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
             "recommended": recommended, "best": best_cell(cells), "base": cells[0]}
+
+
+def apply_override(cfg: TrainConfig, item: str) -> None:
+    """Set one recipe value from 'section.key=value' (the value read as TOML: 16, 1e-3, true, "text")."""
+    import tomllib
+
+    key, _, raw = item.partition("=")
+    section, _, name = key.strip().partition(".")
+    value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    if not hasattr(getattr(cfg, section, None), name):
+        raise SystemExit(f"--set {item!r}: no setting {key!r}")
+    setattr(getattr(cfg, section), name, value)
+    cfg.validate()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0 = keep)")
     parser.add_argument("--strengths", default="0.5,0.75,1.0,1.25")
     parser.add_argument("--n", type=int, default=0, help="scale the number of prompts (0 = default spec)")
+    parser.add_argument("--score-epochs", default="", help="comma-separated epochs to score (default: all)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a recipe setting, e.g. --set network.rank=16 (values parsed as TOML)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -165,9 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     cfg = tw.demo_config()
     if args.epochs:
         cfg.training.max_train_epochs = args.epochs
+    for item in args.set:
+        apply_override(cfg, item)
     spec = EvalSpec() if not args.n else EvalSpec(n_seen=args.n // 2, n_unseen=args.n, n_ordinary=args.n)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lorakit-bench-"))
-    out = run(workdir, cfg, [float(s) for s in args.strengths.split(",")], spec, None)
+    score_epochs = [int(e) for e in args.score_epochs.split(",") if e]
+    out = run(workdir, cfg, [float(s) for s in args.strengths.split(",")], spec, score_epochs or None)
     print()
     print(format_table(out["cells"]))
     print(f"\ntraining {out['train_seconds']:.0f}s, scoring {out['eval_seconds']:.0f}s; "

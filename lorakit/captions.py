@@ -105,7 +105,7 @@ class TagEdit:
     replace: dict[str, str] = field(default_factory=dict)  # old -> new (new "" removes)
     dedupe: bool = True
     front: list[str] = field(default_factory=list)  # moved to the front (after the prefix), in this order
-    keep_tokens: int = 0  # the first N tags are never removed, replaced or moved
+    keep_tokens: int = 0  # the caption's first N tags (before the prefix is added) are never removed, replaced or moved
     underscores_to_spaces: bool = False  # booru tags: "red_hair" -> "red hair"
 
     def is_noop(self) -> bool:

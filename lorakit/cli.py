@@ -34,7 +34,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from lorakit.progress import TqdmCallback
+    from lorakit.progress import default_callbacks
     from lorakit.project import Project
     from lorakit.train import Callback, train
 
@@ -42,7 +42,7 @@ def _cmd_train(args) -> int:
     cfg = project.load_config()
     if args.max_steps:
         cfg.training.max_train_steps = args.max_steps
-    callbacks: list[Callback] = [TqdmCallback()]
+    callbacks: list[Callback] = default_callbacks(project)
     result = train(project, cfg, callbacks=callbacks if _is_main() else [], resume=args.resume)
     if args.print_checksum:
         print(f"rank {result.process_index}/{result.num_processes} weights checksum: {result.weights_checksum}")

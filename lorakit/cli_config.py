@@ -27,6 +27,9 @@ def _cmd_check(args) -> int:
 
 def _cmd_show(args) -> int:
     cfg = TrainConfig.load(args.file) if args.file else TrainConfig()
+    if args.markdown:
+        print(settings_markdown(cfg, args.section))
+        return 0
     for section, name, value, f in iter_fields(cfg):
         if args.section and section != args.section:
             continue
@@ -34,6 +37,22 @@ def _cmd_show(args) -> int:
         print(f"{section}.{name} = {value!r}" + (f"   [{' | '.join(choices)}]" if choices else ""))
         print(f"    {f.metadata['help']}")
     return 0
+
+
+def settings_markdown(cfg: TrainConfig, only: str | None = None) -> str:
+    """Every setting as Markdown tables, one per section: the reference docs, made from the same metadata."""
+    out: list[str] = []
+    previous = ""
+    for section, name, value, f in iter_fields(cfg):
+        if only and section != only:
+            continue
+        if section != previous:
+            out += ["", f"## [{section}]", "", "| setting | value | what it does |", "|---|---|---|"]
+            previous = section
+        choices = f" One of: {', '.join(f.metadata['choices'])}." if f.metadata.get("choices") else ""
+        text = (f.metadata["help"] + choices).replace("|", "\\|")
+        out.append(f"| `{name}` | `{value!r}` | {text} |")
+    return "\n".join(out).strip()
 
 
 def _refuse_overwrite(path: Path, force: bool) -> None:
@@ -105,6 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("show", help="every setting with its explanation (defaults, or the values in FILE)")
     p.add_argument("file", nargs="?", type=Path)
     p.add_argument("--section", choices=list(SECTIONS))
+    p.add_argument("--markdown", action="store_true", help="as Markdown tables (for docs)")
     p.set_defaults(func=_cmd_show)
 
     p = cmds.add_parser("import-kohya", help="read kohya_ss GUI settings (JSON, pasted text is fine)")

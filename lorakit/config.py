@@ -116,7 +116,7 @@ class NetworkConfig:
     conv_rank: int = _f(0, "Rank for the ResNet conv layers (locon/loha/lokr); 0 = same as rank.")
     conv_alpha: float = _f(0.0, "Alpha for the conv layers; 0 = same as alpha.")
     dropout: float = _f(0.0, "Dropout on the adapter's input during training (0-0.5); a mild regulariser.")
-    train_unet: bool = _f(True, "Train an adapter on the UNet (almost always on).")
+    train_unet: bool = _f(True, "Train an adapter on the UNet (almost always on; off = train the text encoder only).")
 
     def __post_init__(self) -> None:
         _choice("network.type", self.type, NETWORK_TYPES)
@@ -134,18 +134,33 @@ class OptimizerConfig:
     optimizer: str = _f("AdamW", "Optimizer: AdamW, AdamW8bit (needs bitsandbytes), Adafactor, Prodigy, DAdaptAdam, SGD.",
                         choices=OPTIMIZERS)
     optimizer_args: str = _f("", "Extra optimizer arguments as key=value pairs, e.g. 'weight_decay=0.01 betas=0.9,0.99'.")
-    unet_lr: float = _f(1e-4, "UNet learning rate. The kohya default is 1e-4.")
-    text_encoder_lr: float = _f(5e-5, "Text-encoder learning rate; 0 = keep the text encoder frozen. Often half the UNet's.")
-    lr_scheduler: str = _f("cosine", "How the learning rate changes over the run.", choices=SCHEDULERS)
+    unet_lr: float = _f(
+        1e-4,
+        "How far each step moves the UNet (the part that draws). 1e-4 is kohya's default; "
+        "too high burns the images, too low learns nothing.",
+    )
+    text_encoder_lr: float = _f(
+        5e-5,
+        "How far each step moves the text encoder (the part that reads captions); 0 = frozen. "
+        "Usually half the UNet's: it overfits fast.",
+    )
+    lr_scheduler: str = _f(
+        "cosine",
+        "How the learning rate changes over the run: constant, decay to 0 (linear, cosine, polynomial), "
+        "or cosine_with_restarts. Notebook 02 plots it.",
+        choices=SCHEDULERS,
+    )
     lr_warmup_steps: int = _f(0, "Steps of linear warm-up from 0 to the learning rate (not with 'constant').")
     lr_warmup_ratio: float = _f(
         0.0,
         "Warm-up as a fraction of all steps (kohya_ss GUI: 'LR warmup (% of steps)' / 100); "
         "used when lr_warmup_steps is 0.",
     )
-    lr_scheduler_num_cycles: int = _f(1, "Restarts for cosine_with_restarts.")
+    lr_scheduler_num_cycles: int = _f(1, "cosine_with_restarts only: how many times the learning rate climbs back up.")
     lr_scheduler_power: float = _f(1.0, "Power of the polynomial decay (1 = linear).")
-    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this value; 0 = no clipping.")
+    max_grad_norm: float = _f(
+        1.0, "Clip each step's gradient to this length so one odd batch cannot wreck the run; 0 = no clipping."
+    )
     gradient_accumulation_steps: int = _f(1, "Add up gradients over N batches before a step (a larger batch in the same memory).")
     stop_text_encoder_training: int = _f(0, "Stop training the text encoder after this many steps; 0 = never stop.")
 
@@ -195,9 +210,9 @@ class DataConfig:
     repeats: int = _f(0, "Repeats per image per epoch; 0 = use the number in each folder's name (kohya's way).")
     resolution: int = _f(512, "Training resolution (side of the square area): 512 for SD1.5, 768 for SD2-v, 1024 for SDXL.")
     enable_bucket: bool = _f(True, "Aspect-ratio buckets: train on non-square images without cropping them square.")
-    min_bucket_reso: int = _f(256, "Smallest bucket side.")
-    max_bucket_reso: int = _f(1024, "Largest bucket side.")
-    bucket_reso_steps: int = _f(64, "Bucket sides are multiples of this.")
+    min_bucket_reso: int = _f(256, "Smallest bucket side in pixels (at most the resolution).")
+    max_bucket_reso: int = _f(1024, "Largest bucket side in pixels (at least the resolution).")
+    bucket_reso_steps: int = _f(64, "Bucket sides are multiples of this many pixels (64 is usual).")
     bucket_no_upscale: bool = _f(True, "Never upscale a small image to fill its bucket.")
     caption_extension: str = _f(".txt", "Extension of the caption file beside each image.")
     shuffle_caption: bool = _f(False, "Shuffle comma-separated tags every step (after the first keep_tokens).")
@@ -207,7 +222,7 @@ class DataConfig:
     flip_aug: bool = _f(False, "Randomly mirror images: doubles variety, but not for asymmetric subjects or text.")
     cache_latents: bool = _f(True, "Encode each image with the VAE once and reuse it (much faster; off when augmenting).")
     cache_latents_to_disk: bool = _f(True, "Keep the latent cache in the project's cache/ folder across runs.")
-    prior_loss_weight: float = _f(1.0, "Loss weight of regularization images.")
+    prior_loss_weight: float = _f(1.0, "Loss weight of regularization images (1 = as much as a training image).")
 
     def __post_init__(self) -> None:
         _non_negative("data.repeats", self.repeats)

@@ -152,7 +152,6 @@ class Generator:
         if name is None or name not in getattr(self.pipe.unet, "peft_config", {}):
             if not Path(key).is_file():
                 raise GenerateError(f"LoRA file not found: {path}")
-            self._evict(keep=self.max_adapters - 1)
             serial = self.base.extra["adapter_serial"] = self.base.extra.get("adapter_serial", 0) + 1
             name = f"lora{serial}_{Path(path).stem}".replace(".", "_").replace("-", "_")
             with _quiet_loading():
@@ -175,6 +174,7 @@ class Generator:
     def apply(self, loras: Sequence[tuple[str | Path, float]]) -> None:
         """Activate exactly these LoRA files at these strengths (all others off); none or all-zero = base model."""
         active = [(self._adapter_for(p), float(w)) for p, w in loras if float(w) != 0.0]
+        self._evict(keep=max(self.max_adapters, len(active)))  # the ones just used are the most recent
         if not active:
             if self._adapters:
                 self.pipe.disable_lora()

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from lorakit import handoff
+from lorakit.config import TrainConfig
 from lorakit.files import atomic_path, atomic_write_text
 from lorakit.generate import Generator, sampler_name
 from lorakit.project import Project
@@ -106,6 +107,7 @@ class GridResult:
     notes: list[list[list[str]]] = field(default_factory=list)
     grids: list[Image.Image] = field(default_factory=list, repr=False)
     exports: list[Path] = field(default_factory=list)
+    best: tuple[int, int, int] | None = None  # (z, row, col) framed in green, from the ``best`` hook
 
     @property
     def images_per_second(self) -> float:
@@ -160,6 +162,36 @@ def parse_axis(text: str, project: Project | None = None) -> Axis:
     except ValueError as e:
         raise GridError(f"axis {kind}: {e}") from e
     return Axis(kind, values, [_fmt(v) for v in values])
+
+
+def grid_defaults(project: Project | None, cfg: TrainConfig | None = None) -> dict[str, Any]:
+    """Prompt, steps, CFG and sampler from the sample settings (``cfg``, else the project's lorakit.toml)."""
+    out: dict[str, Any] = {"prompt": "", "steps": 20, "cfg": 7.0, "sampler": "Euler a"}
+    if cfg is None and project is not None and project.config_path.is_file():
+        cfg = project.load_config()
+    if cfg is None:
+        return out
+    sampling = cfg.sampling
+    prompts = [p.split(" --")[0].strip() for p in sampling.sample_prompts]
+    out.update(prompt=prompts[0] if prompts else "", steps=sampling.sample_steps, cfg=float(sampling.sample_cfg),
+               sampler=sampler_name(sampling.sample_sampler))
+    return out
+
+
+def build_spec(project: Project | None, x: str = "checkpoint", y: str = "strength=1,0.75,0.5", z: str = "",
+               prompt: str = "", **settings: Any) -> GridSpec:
+    """A GridSpec from axis texts as typed in the CLI or the notebook form; ``settings`` are GridSpec fields.
+
+    With no prompt, the project's first sample prompt is used.
+    """
+    prompt = prompt or grid_defaults(project)["prompt"]
+    if not prompt:
+        raise GridError("give a prompt (the project's config has no sample prompt to fall back on)")
+    unknown = set(settings) - {f for f in GridSpec.__dataclass_fields__ if f not in ("x", "y", "z", "prompt")}
+    if unknown:
+        raise GridError(f"unknown grid settings: {', '.join(sorted(unknown))}")
+    return GridSpec(prompt=prompt, x=parse_axis(x, project), y=parse_axis(y, project) if y.strip() else None,
+                    z=parse_axis(z, project) if z and z.strip() else None, **settings)
 
 
 def _fmt(v: Any) -> str:
@@ -317,7 +349,7 @@ def make_grid(project: Project, spec: GridSpec, base_model: str = "", generator:
         result.cell_images.append(imgs)
         result.notes.append([[(annotate(c, im) or "") if annotate else "" for c, im in zip(row, irow, strict=True)]
                              for row, irow in zip(z_cells, imgs, strict=True)])
-    chosen = best(result) if best else None
+    chosen = result.best = best(result) if best else None
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
     for k in range(len(cells)):
         title = f"{spec.z.kind}: {spec.z.labels[k]}" if spec.z else ""

@@ -72,14 +72,14 @@ def a1111_xyz_text(spec: GridSpec, first: Cell, size: tuple[int, int], model: st
     lines = [
         "# AUTOMATIC1111 / Forge: the same grid with the X/Y/Z plot script.",
         f"# 1. Copy into stable-diffusion-webui/models/Lora/: {', '.join(files) or '(no LoRA)'}",
-        "# 2. txt2img: paste the three lines under 'parameters' into the prompt box and press the",
+        "# 2. txt2img: paste the lines under 'parameters' into the prompt box and press the",
         "#    'Read generation parameters' button (the arrow under Generate); set the size and model by hand.",
         "# 3. Script: X/Y/Z plot, with these axis types and values.",
         "# The images match in spirit, not pixel for pixel: A1111 makes its starting noise its own way.",
         "",
         "parameters",
         a1111_prompt(spec, first),
-        f"Negative prompt: {first.negative_prompt}",
+        *([f"Negative prompt: {first.negative_prompt}"] if first.negative_prompt else []),
         f"Steps: {first.steps}, Sampler: {first.sampler}, CFG scale: {first.cfg:g}, Seed: {first.seed}, "
         f"Size: {size[0]}x{size[1]}, Model: {model}",
         "",

@@ -269,9 +269,9 @@ class _Reader:
         self.raw = raw
         self.kv = {k: _value(v) for k, v in raw.items()}
         self.values: dict[str, Any] = {}
-        self.result_mapped: list[tuple[str, str, Any]] = []
-        self.result_ignored: list[tuple[str, Any, str]] = []
-        self.result_unsupported: list[tuple[str, Any, str]] = []
+        self.mapped: list[tuple[str, str, Any]] = []
+        self.ignored: list[tuple[str, Any, str]] = []
+        self.unsupported: list[tuple[str, Any, str]] = []
         self.kinds = {key: type(default_of(f)) for key, f in field_keys()}
         self.choices = {key: f.metadata.get("choices") for key, f in field_keys()}
 
@@ -287,26 +287,27 @@ class _Reader:
         value = _as(kind, value, key) if kind is not list else value
         allowed = self.choices.get(dst)
         if allowed and value not in allowed:
-            self.unsupported_(key, value, f"lorakit's {dst} is one of {', '.join(allowed)}; kept "
-                                          f"{self.values.get(dst, _default(dst))!r}")
+            kept = self.values.get(dst, _default(dst))
+            self.flag(key, value, f"lorakit's {dst} is one of {', '.join(allowed)}; kept {kept!r}")
             return
         self.values[dst] = value
-        self.result_mapped.append((key, dst, value))
+        self.mapped.append((key, dst, value))
 
     def ignore(self, key: str, why: str) -> None:
         if key in self.raw:
-            self.result_ignored.append((key, self.raw[key], why))
+            self.ignored.append((key, self.raw[key], why))
 
-    def unsupported_(self, key: str, value: Any, why: str) -> None:
-        self.result_unsupported.append((key, value, why))
+    def flag(self, key: str, value: Any, why: str) -> None:
+        self.unsupported.append((key, value, why))
 
     def done(self, key: str) -> bool:
         """Whether ``key`` is already in the report."""
-        return any(key == entry[0] for entries in (self.result_mapped, self.result_ignored, self.result_unsupported)
+        return any(key == entry[0] for entries in (self.mapped, self.ignored, self.unsupported)
                    for entry in entries)
 
     def unset(self, key: str, dst: str) -> None:
-        self.ignore(key, f"empty: lorakit's default {dst} = {_default(dst)!r} is used")
+        note = " (sd-scripts on its own would read .caption files)" if key == "caption_extension" else ""
+        self.ignore(key, f"empty: lorakit's default {dst} = {_default(dst)!r} is used{note}")
 
 
 def _default(dst: str) -> Any:
@@ -319,8 +320,11 @@ def import_kohya(source: str | Path | dict[str, Any]) -> KohyaImport:
         raw = dict(source)
     else:
         text = str(source)
-        if isinstance(source, Path) or ("{" not in text and Path(text).expanduser().is_file()):
-            text = Path(text).expanduser().read_text(encoding="utf-8-sig")
+        looks_like_path = "{" not in text and "\n" not in text.strip() and len(text) < 1024
+        if isinstance(source, Path) or (looks_like_path and Path(text.strip()).expanduser().is_file()):
+            text = Path(text.strip()).expanduser().read_text(encoding="utf-8-sig")
+        elif looks_like_path:
+            raise ConfigError(f"{text.strip()!r} is neither a file nor kohya_ss settings (a JSON object {{...}}).")
         raw = parse_kohya_text(text)
     r = _Reader(raw)
     for rule in (_network, _learning_rates, _family, _resolution, _noise, _epochs, _warmup, _text_encoder_stop,
@@ -330,7 +334,7 @@ def import_kohya(source: str | Path | dict[str, Any]) -> KohyaImport:
     _others(r)
     _lorakit_block(r)
     config = TrainConfig().replace(r.values, source="kohya_ss settings")
-    return KohyaImport(config, r.result_mapped, r.result_ignored, r.result_unsupported)
+    return KohyaImport(config, r.mapped, r.ignored, r.unsupported)
 
 
 def _direct(r: _Reader) -> None:
@@ -349,7 +353,7 @@ def _network(r: _Reader) -> None:
     if net == "locon" and r.get("dora_wd", False):
         net = "dora"
     if net is None:
-        r.unsupported_("LoRA_type", kind, f"lorakit trains {', '.join(sorted(NETWORK_TYPES))}; kept 'lora'")
+        r.flag("LoRA_type", kind, f"lorakit trains {', '.join(sorted(NETWORK_TYPES))}; kept 'lora'")
         net = "lora"
     elif "LoRA_type" in r.raw:
         r.map("LoRA_type", "network.type", net)
@@ -371,7 +375,7 @@ def _network(r: _Reader) -> None:
         elif r.get(key, neutral) == neutral:
             r.ignore(key, "LyCORIS default")
         else:
-            r.unsupported_(key, r.raw[key], "LyCORIS fine-tuning option; lorakit uses peft's defaults")
+            r.flag(key, r.raw[key], "LyCORIS fine-tuning option; lorakit uses peft's defaults")
 
 
 def _learning_rates(r: _Reader) -> None:
@@ -379,13 +383,13 @@ def _learning_rates(r: _Reader) -> None:
     if unet == te == 0:
         if lr > 0:  # kohya_ss: learning_rate applies to both when neither is set
             r.values.update({"optimizer.unet_lr": lr, "optimizer.text_encoder_lr": lr})
-            r.result_mapped.append(("learning_rate", "optimizer.unet_lr, optimizer.text_encoder_lr", lr))
+            r.mapped.append(("learning_rate", "optimizer.unet_lr, optimizer.text_encoder_lr", lr))
             r.ignore("unet_lr", "0: learning_rate is used")
             r.ignore("text_encoder_lr", "0: learning_rate is used")
         else:
             for key in ("learning_rate", "unet_lr", "text_encoder_lr"):
                 if key in r.raw:
-                    r.unsupported_(key, r.raw[key], "all learning rates are 0; lorakit's defaults are kept")
+                    r.flag(key, r.raw[key], "all learning rates are 0; lorakit's defaults are kept")
         return
     r.ignore("learning_rate", "kohya_ss uses unet_lr / text_encoder_lr when either is set")
     if unet > 0:
@@ -420,7 +424,7 @@ def _resolution(r: _Reader) -> None:
         r.map("max_resolution", "data.resolution", side)
         return
     r.values["data.resolution"] = side
-    r.unsupported_("max_resolution", raw, f"non-square {sides[0]}x{sides[1]}: lorakit trains at the same area, "
+    r.flag("max_resolution", raw, f"non-square {sides[0]}x{sides[1]}: lorakit trains at the same area, "
                                           f"data.resolution = {side}, with buckets for the aspect ratios")
 
 
@@ -472,7 +476,7 @@ def _text_encoder_stop(r: _Reader) -> None:
     if pct == 0:
         r.map("stop_text_encoder_training", "optimizer.stop_text_encoder_training", 0)
     else:
-        r.unsupported_("stop_text_encoder_training", r.raw["stop_text_encoder_training"],
+        r.flag("stop_text_encoder_training", r.raw["stop_text_encoder_training"],
                        "kohya_ss gives a % of all steps; set optimizer.stop_text_encoder_training (in steps) "
                        "from notebook 02's steps table")
 
@@ -495,7 +499,7 @@ def _saving_format(r: _Reader) -> None:
     if fmt == "safetensors":
         r.ignore("save_model_as", "lorakit always writes .safetensors")
     elif "save_model_as" in r.raw:
-        r.unsupported_("save_model_as", fmt, "lorakit writes .safetensors only (safe to load, read everywhere)")
+        r.flag("save_model_as", fmt, "lorakit writes .safetensors only (safe to load, read everywhere)")
 
 
 def _optimizer(r: _Reader) -> None:
@@ -510,7 +514,7 @@ def _optimizer(r: _Reader) -> None:
     elif name in OPTIMIZER_ALIASES:
         r.map("optimizer", "optimizer.optimizer", OPTIMIZER_ALIASES[name])
     else:
-        r.unsupported_("optimizer", name, f"lorakit offers {', '.join(sorted(set(OPTIMIZER_ALIASES.values())))}; "
+        r.flag("optimizer", name, f"lorakit offers {', '.join(sorted(set(OPTIMIZER_ALIASES.values())))}; "
                                           "kept AdamW")
         r.ignore("optimizer_args", f"arguments of {name}, which lorakit does not offer")
 
@@ -524,11 +528,11 @@ def _others(r: _Reader) -> None:
             if _value(raw) in (neutral, UNSET):
                 r.ignore(key, "off (its neutral value)")
             else:
-                r.unsupported_(key, raw, why)
+                r.flag(key, raw, why)
         elif key in IGNORED:
             r.ignore(key, IGNORED[key])
         else:
-            r.unsupported_(key, raw, "not a kohya_ss setting lorakit knows; check its meaning by hand")
+            r.flag(key, raw, "not a kohya_ss setting lorakit knows; check its meaning by hand")
 
 
 def _lorakit_block(r: _Reader) -> None:
@@ -538,7 +542,7 @@ def _lorakit_block(r: _Reader) -> None:
         return
     for dst, value in block.items():
         r.values[dst] = value
-        r.result_mapped.append(("lorakit", dst, value))
+        r.mapped.append(("lorakit", dst, value))
 
 
 # ---- the export ---------------------------------------------------------------------------------------------

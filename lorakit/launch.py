@@ -51,3 +51,19 @@ def launch_training(project: str | Path, num_processes: int, resume: bool = Fals
     except KeyboardInterrupt:  # stopping the notebook cell stops the run; it saves its state to resume from
         proc.terminate()
     return proc.wait()
+
+
+def result_from_project(project, output_name: str):
+    """A TrainResult read back from the files a run in other processes wrote (checkpoints, loss log)."""
+    import json
+
+    from lorakit.train import TrainResult
+
+    result = TrainResult(checkpoints=project.checkpoints(output_name))
+    log = project.logs_dir / "loss.jsonl"
+    if log.is_file():
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        result.losses = [r["loss"] for r in rows]
+        result.steps = rows[-1]["step"] if rows else 0
+        result.epochs = rows[-1]["epoch"] if rows else 0
+    return result

@@ -12,6 +12,7 @@ One loaded instance per (source, dtype, device) is kept per process, so a rerun 
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -179,14 +180,19 @@ def load_base(
     device: str | torch.device | None = None,
     allow_pickle: bool = False,
     allow_download: bool = False,
+    single_file_config: str | os.PathLike | None = None,
 ) -> BaseModel:
-    """Load (or take from this process's cache) a base model; see the module docstring."""
+    """Load (or take from this process's cache) a base model; see the module docstring.
+
+    ``single_file_config``: a diffusers folder whose configs (and tokenizers) describe a single-file checkpoint;
+    without it lorakit uses the family's standard architecture and a tokenizer from the local HF cache.
+    """
     src = resolve_source(source)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     key = (src, family, prediction_type, dtype, str(device))
     if key in _CACHE:
         return _CACHE[key]
-    pipe = _load_pipeline(src, family, dtype, allow_pickle, allow_download)
+    pipe = _load_pipeline(src, family, dtype, allow_pickle, allow_download, single_file_config)
     detected = detect_family(pipe)
     fam_name = detected if family == "auto" else family
     if family != "auto" and family != detected and not (family.startswith("sd2") and detected.startswith("sd2")):
@@ -215,14 +221,16 @@ def load_base(
     return base
 
 
-def _load_pipeline(src: str, family: str, dtype, allow_pickle: bool, allow_download: bool):
+def _load_pipeline(src: str, family: str, dtype, allow_pickle: bool, allow_download: bool, single_file_config=None):
     from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     path = Path(src).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelError(f"{path} is a folder but not a diffusers model (no model_index.json).")
-        return DiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True, safety_checker=None)
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+        extra = {"safety_checker": None} if "safety_checker" in index else {}  # SDXL has none: no warning
+        return DiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True, **extra)
     if path.is_file():
         if path.suffix in (".ckpt", ".pt", ".bin") and not allow_pickle:
             raise ModelError(
@@ -233,7 +241,7 @@ def _load_pipeline(src: str, family: str, dtype, allow_pickle: bool, allow_downl
             raise ModelError(f"{path.name}: expected a .safetensors (or .ckpt) checkpoint file.")
         from lorakit.single_file import load_single_file
 
-        return load_single_file(path, family=family, dtype=dtype)
+        return load_single_file(path, family=family, dtype=dtype, config=single_file_config)
     if "/" in src and not src.startswith((".", "/", "~")) and len(src.split("/")) == 2:
         if not allow_download:
             raise ModelError(

@@ -177,32 +177,72 @@ class Network:
                 if part == prefix:
                     params[name].data.copy_(value)
 
-    # ---- kohya export --------------------------------------------------------------------------------
+    # ---- kohya / LyCORIS export ----------------------------------------------------------------------
     def kohya_state_dict(self, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
-        """The adapter in kohya keys, in ``dtype`` (alpha always as a float32 scalar)."""
-        from peft.tuners.lora import LoraLayer
+        """The adapter in the keys A1111/ComfyUI read, in ``dtype`` (alpha always as a float32 scalar).
+
+        LoRA/LoCon/DoRA: ``lora_down``/``lora_up``/``alpha`` (+ ``dora_scale``); LoHa: ``hada_w1_a`` … ``hada_w2_b``;
+        LoKr: ``lokr_w1`` (or ``_a``/``_b``), ``lokr_w2`` (or ``_a``/``_b``, ``lokr_t2``). Readers scale by alpha / rank.
+        """
+        from peft.tuners.tuners_utils import BaseTunerLayer
 
         out: dict[str, torch.Tensor] = {}
         for prefix, model in self.parts.items():
             for name, module in model.named_modules():
-                if not isinstance(module, LoraLayer) or ADAPTER not in module.lora_A:
+                if not isinstance(module, BaseTunerLayer) or ADAPTER not in getattr(module, "r", {}):
                     continue
                 key = unet_key(self.base, name) if prefix == "lora_unet" else te_key(prefix, name)
-                down = module.lora_A[ADAPTER].weight.detach()
-                up = module.lora_B[ADAPTER].weight.detach()
-                out[f"{key}.lora_down.weight"] = down.to(dtype).contiguous().cpu()
-                out[f"{key}.lora_up.weight"] = up.to(dtype).contiguous().cpu()
-                out[f"{key}.alpha"] = torch.tensor(float(module.lora_alpha[ADAPTER]), dtype=torch.float32)
-                if ADAPTER in getattr(module, "lora_magnitude_vector", {}):
-                    mag = module.lora_magnitude_vector[ADAPTER].weight.detach()
-                    out[f"{key}.dora_scale"] = mag.reshape(mag.shape[0], *([1] * (down.dim() - 1))).to(dtype).cpu()
+                tensors, alpha = _export_layer(module)
+                out.update({f"{key}.{k}": v.detach().to(dtype).contiguous().cpu() for k, v in tensors.items()})
+                out[f"{key}.alpha"] = torch.tensor(float(alpha), dtype=torch.float32)
         if not out:
-            raise NotImplementedError(f"kohya export of network type {self.kind!r} is not implemented yet.")
+            raise ValueError("the network has no adapter layers to export (was it detached?)")
         return out
 
     def detach(self) -> None:
         detach_all(self.base)
         self.parts.clear()
+
+
+def _export_layer(module) -> tuple[dict[str, torch.Tensor], float]:
+    """One peft layer's tensors under LyCORIS/kohya names, and the alpha that makes readers' alpha/rank right."""
+    from peft.tuners.loha import LoHaLayer
+    from peft.tuners.lokr import LoKrLayer
+    from peft.tuners.lora import LoraLayer
+
+    if isinstance(module, LoraLayer):
+        return _lora_tensors(module), module.lora_alpha[ADAPTER]
+    if isinstance(module, LoHaLayer):  # delta = (w1_a @ w1_b) * (w2_a @ w2_b) * alpha / r, as in peft
+        names = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
+        return _adapter_params(module, names), module.alpha[ADAPTER]
+    if isinstance(module, LoKrLayer):
+        return _lokr_tensors(module)
+    raise NotImplementedError(f"no export for adapter layer {type(module).__name__}")
+
+
+def _adapter_params(module, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    return {n: getattr(module, n)[ADAPTER] for n in names if ADAPTER in getattr(module, n)}
+
+
+def _lora_tensors(module) -> dict[str, torch.Tensor]:
+    """lora_down/up; DoRA's magnitude as ``dora_scale`` shaped (out, 1, …): LyCORIS' wd_on_out, what diffusers reads."""
+    down = module.lora_A[ADAPTER].weight
+    tensors = {"lora_down.weight": down, "lora_up.weight": module.lora_B[ADAPTER].weight}
+    if ADAPTER in getattr(module, "lora_magnitude_vector", {}):
+        mag = module.lora_magnitude_vector[ADAPTER].weight.reshape(-1)  # peft: (out,) linear, (1, out, 1, 1) conv
+        tensors["dora_scale"] = mag.reshape(mag.numel(), *([1] * (down.dim() - 1)))
+    return tensors
+
+
+def _lokr_tensors(module) -> tuple[dict[str, torch.Tensor], float]:
+    """LoKr factors. Readers apply alpha/rank only when a factor is low-rank (else scale 1, alpha ignored), so
+    with two full factors peft's scale alpha/r is folded into ``lokr_w1``."""
+    names = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
+    tensors = _adapter_params(module, names)
+    if "lokr_w1" in tensors and "lokr_w2" in tensors:
+        tensors["lokr_w1"] = tensors["lokr_w1"].float() * module.scaling[ADAPTER]
+        return tensors, float(module.r[ADAPTER])
+    return tensors, module.alpha[ADAPTER]
 
 
 def _is_conv(model: nn.Module, name: str) -> bool:

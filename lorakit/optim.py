@@ -89,19 +89,24 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_st
     )
 
 
-def lr_curve(cfg: TrainConfig, total_steps: int) -> list[tuple[int, float, float]]:
-    """(step, UNet lr, text-encoder lr) for every step, computed by the same scheduler code training uses."""
+def lr_curve(cfg: TrainConfig, total_steps: int, every: int = 1) -> list[tuple[int, float, float]]:
+    """(step, UNet lr, text-encoder lr) for every ``every``-th step, by the same scheduler code training uses."""
     unet = torch.nn.Parameter(torch.zeros(1))
     te = torch.nn.Parameter(torch.zeros(1))
     groups = [{"params": [unet], "lr": cfg.optimizer.unet_lr}, {"params": [te], "lr": cfg.optimizer.text_encoder_lr}]
     opt = torch.optim.SGD(groups, lr=cfg.optimizer.unet_lr)  # the schedule only reads the groups' lr
     if cfg.optimizer.lr_scheduler == "adafactor":
-        return [(s, cfg.optimizer.unet_lr, cfg.optimizer.text_encoder_lr) for s in range(total_steps)]
+        return [(s, cfg.optimizer.unet_lr, cfg.optimizer.text_encoder_lr) for s in range(0, total_steps, every)]
     sched = build_scheduler(cfg, opt, total_steps)
+    lambdas = getattr(sched, "lr_lambdas", None)
+    if lambdas:  # diffusers' schedules are LambdaLR: evaluate the trainer's own lr functions at each step directly
+        base = sched.base_lrs
+        return [(s, base[0] * lambdas[0](s), base[1] * lambdas[1](s)) for s in range(0, total_steps, every)]
     out = []
     for step in range(total_steps):
-        lrs = sched.get_last_lr()
-        out.append((step, float(lrs[0]), float(lrs[1])))
+        if step % every == 0:
+            lrs = sched.get_last_lr()
+            out.append((step, float(lrs[0]), float(lrs[1])))
         opt.step()
         sched.step()
     return out

@@ -62,3 +62,29 @@ def summary(result: TrainResult) -> Summary:
         "resume state": str(result.state_path or "-"),
         "earlier run kept in": str(result.moved_aside[0].parent) if result.moved_aside else "-",
     })
+
+
+class TensorBoardCallback(Callback):
+    """Loss and learning rate to <project>/logs/tensorboard, when the tensorboard package is installed."""
+
+    def __init__(self, log_dir) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(log_dir))
+
+    def on_step(self, step: int, loss: float, lr: float) -> None:
+        self.writer.add_scalar("loss", loss, step)
+        self.writer.add_scalar("lr", lr, step)
+
+    def on_end(self, result: TrainResult) -> None:
+        self.writer.close()
+
+
+def default_callbacks(project) -> list[Callback]:
+    """A progress bar, plus TensorBoard logs if tensorboard is installed."""
+    import importlib.util
+
+    callbacks: list[Callback] = [TqdmCallback()]
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(TensorBoardCallback(project.logs_dir / "tensorboard"))
+    return callbacks

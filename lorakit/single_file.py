@@ -187,10 +187,23 @@ def load_single_file(path: Path, family: str = "auto", dtype=None, config: str |
     if cls is StableDiffusionPipeline:
         extra |= {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     try:
-        return cls.from_single_file(str(path), config=str(folder), local_files_only=True, torch_dtype=dtype, **extra)
+        pipe = cls.from_single_file(str(path), config=str(folder), local_files_only=True, torch_dtype=dtype, **extra)
     except (ValueError, RuntimeError, KeyError) as e:
         raise ModelError(f"{path.name} could not be loaded as {fam} with the configs in {folder}: {e}. If it is a "
                          "fine-tune with another architecture, pass its diffusers folder as the config.") from e
+    _check_all_loaded(pipe, path)
+    return pipe
+
+
+def _check_all_loaded(pipe, path: Path) -> None:
+    """Refuse a pipeline with weights left on the meta device (tensors the checkpoint did not provide)."""
+    from lorakit.models import ModelError
+
+    for name, part in pipe.components.items():
+        missing = [k for k, v in getattr(part, "state_dict", dict)().items() if v.is_meta]
+        if missing:
+            raise ModelError(f"{path.name}: {name} did not get {len(missing)} tensors from the file "
+                             f"(e.g. {missing[0]}); the checkpoint does not match the {name} config.")
 
 
 def _tokenizers(folder: Path, family: str) -> dict:
@@ -291,7 +304,7 @@ def to_original_state_dict(pipe, family: str) -> dict[str, torch.Tensor]:
         out |= {prefix + (k if k.startswith("text_model.") else "text_model." + k): v for k, v in te.items()}
     if family == "sdxl":
         out |= _open_clip_original(pipe.text_encoder_2.state_dict(), OPEN_CLIP_PREFIX["sdxl"])
-    return {k: v.detach().contiguous().cpu() for k, v in out.items()}
+    return {k: v.detach().contiguous() if v.is_meta else v.detach().contiguous().cpu() for k, v in out.items()}
 
 
 def save_single_file(pipe, path: Path, family: str) -> Path:

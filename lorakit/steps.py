@@ -113,23 +113,25 @@ class StepsPlan:
     def summary(self) -> str:
         """One line: the formula with this dataset's numbers."""
         accum = f" / {self.accumulation} accumulation" if self.accumulation > 1 else ""
-        time = f", about {format_duration(self.seconds)}" if self.seconds else ", time unknown until one run is measured"
+        time = (f", about {format_duration(self.seconds)}" if self.seconds
+                else ", time unknown until a run on this machine measures it")
         return (f"{self.images} images -> {self.samples_per_epoch} samples per epoch / batch {self.batch_size}{accum} "
                 f"= {self.steps_per_epoch} steps per epoch; {self.total_steps} steps in all{time}.")
 
 
 def format_duration(seconds: float | None) -> str:
-    """'42s', '12m', '3h05m'; '' when unknown."""
+    """'42s', '1m40s', '3h05m'; '' when unknown."""
     if seconds is None:
         return ""
-    if seconds < 90:
+    if seconds < 60:
         return f"{seconds:.0f}s"
     if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
-def plan_steps(cfg: TrainConfig, count: DatasetCount, kind: str = "", steps_per_second: float | None = None) -> StepsPlan:
+def plan_steps(cfg: TrainConfig, count: DatasetCount, kind: str = "",
+               steps_per_second: float | None = None) -> StepsPlan:
     """Steps per epoch and in all, as the trainer counts them (regularization doubles an epoch, as in kohya)."""
     t, o = cfg.training, cfg.optimizer
     samples = count.repeated * (2 if count.reg_images else 1)
@@ -217,7 +219,8 @@ def record_speed(steps_per_second: float, *, family: str = "", resolution: int =
     return atomic_write_text(path, json.dumps(speeds, indent=1, sort_keys=True) + "\n")
 
 
-def known_speed(*, family: str = "", resolution: int = 0, batch_size: int = 1, path: Path | None = None) -> float | None:
+def known_speed(*, family: str = "", resolution: int = 0, batch_size: int = 1,
+                path: Path | None = None) -> float | None:
     """Steps/s measured on this machine for this setting; else scaled from the nearest one (cost ~ pixels x batch)."""
     speeds = _read_speeds(path or speed_file())
     exact = speeds.get(_speed_key(family, resolution, batch_size))

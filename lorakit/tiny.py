@@ -146,15 +146,17 @@ def build_tiny_pipeline(family: str = "sd1", seed: int = 0, words: Iterable[str]
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
     )
     if family == "sdxl":
+        # the two encoders differ in width, as in SDXL (768 and 1280): with equal widths, diffusers' single-file
+        # loader takes the first encoder's weights for the second and leaves its embeddings unloaded
         te1 = _text_encoder(tokenizer, 32, 2, seed + 1)
-        te2 = _text_encoder(tokenizer, 32, 2, seed + 2, projection=True, proj_dim=32)
+        te2 = _text_encoder(tokenizer, 48, 2, seed + 2, projection=True, proj_dim=32)
         return StableDiffusionXLPipeline(
             vae=_vae(seed + 3),
             text_encoder=te1,
             text_encoder_2=te2,
             tokenizer=tokenizer,
             tokenizer_2=make_tokenizer(words),
-            unet=_unet(seed + 4, cross_dim=64, sdxl=True, pooled_dim=32),
+            unet=_unet(seed + 4, cross_dim=32 + 48, sdxl=True, pooled_dim=32),
             scheduler=EulerDiscreteScheduler(**sched_kwargs),
         )
     prediction = "v_prediction" if family == "sd2-v" else "epsilon"

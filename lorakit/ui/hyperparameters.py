@@ -30,6 +30,7 @@ SECTION_TITLES = {
     "saving": "Saving checkpoints",
     "sampling": "Sample images during training",
 }
+KINDS = [("(say what, for step advice)", ""), ("a character, person or object", "character"), ("a style", "style")]
 _WIDE = widgets.Layout(width="420px")
 _STYLE = {"description_width": "200px"}
 
@@ -77,7 +78,7 @@ def lr_figure(cfg: TrainConfig, total_steps: int, steps_per_epoch: int = 0):
 
     from lorakit.optim import lr_curve
 
-    curve = lr_curve(cfg, max(total_steps, 1))
+    curve = lr_curve(cfg, max(total_steps, 1), every=max(1, total_steps // 2000))  # ~2000 points are plenty
     steps = [s for s, _, _ in curve]
     fig, ax = plt.subplots(figsize=(8, 3))
     if cfg.network.train_unet:
@@ -142,11 +143,14 @@ class HyperparameterForm:
         return widgets.Accordion(children=[box], titles=("Import a kohya_ss config (paste or file)",))
 
     def _actions_box(self) -> widgets.Widget:
+        self.kind_box = widgets.Dropdown(options=KINDS, value=self.kind if self.kind in dict(KINDS).values() else "",
+                                         description="training", style={"description_width": "70px"})
+        self.kind_box.observe(lambda change: setattr(self, "kind", change["new"]), names="value")
         refresh = widgets.Button(description="Steps and LR preview", icon="line-chart")
         refresh.on_click(lambda _: self._guard(self.refresh))
         save = widgets.Button(description="Save lorakit.toml", icon="save", button_style="primary")
         save.on_click(lambda _: self._guard(lambda: self._say(f"saved {self.save()}", ok=True)))
-        return widgets.HBox([refresh, save])
+        return widgets.HBox([self.kind_box, refresh, save])
 
     # ---- the actions (each also a plain call for headless runs) ------------------------------------------
     def value(self) -> TrainConfig:
@@ -170,18 +174,24 @@ class HyperparameterForm:
             return self.value()
         cfg = apply_preset(name, self.value())
         self.set_value(cfg)
-        self.kind = {"character": "character", "style": "style"}.get(name, self.kind)
+        if name in dict(KINDS).values():
+            self.kind_box.value = name
         self._say(f"preset {name!r} applied: {PRESETS[name].title}", ok=True)
         return cfg
 
     def import_kohya(self, source: str | Path | dict) -> KohyaImport:
         """Fill the form from kohya_ss settings (path, pasted text or dict) and show the mapping report."""
         result = import_kohya(source)
-        keep = {k: self.value().get(k) for k in ("data.dataset_dir", "data.reg_dir")}  # paths stay the project's
+        current = self.value()
+        keep = {k: current.get(k) for k in ("data.dataset_dir", "data.reg_dir")}  # paths stay the project's
+        if current.model.base_model:  # the config's model may be a path on the machine that wrote it
+            keep["model.base_model"] = current.model.base_model
         self.set_value(result.config.replace(keep))
         self.report.value = f"<pre style='font-size:85%'>{html.escape(result.report())}</pre>"
+        kept = (f"; kept your base model (the config names {result.config.model.base_model!r})"
+                if "model.base_model" in keep and keep["model.base_model"] != result.config.model.base_model else "")
         self._say(f"kohya_ss import: {len(result.mapped)} mapped, {len(result.unsupported)} not supported, "
-                  f"{len(result.ignored)} ignored (report above)", ok=True)
+                  f"{len(result.ignored)} ignored (report above){kept}", ok=True)
         return result
 
     def steps_plan(self) -> StepsPlan:

@@ -121,12 +121,14 @@ editor.widget
 
 # %% [markdown]
 # **Tag operations** on every caption at once: a trigger prefix, tags to add, remove, replace (`old=new`),
-# duplicates removed, tags moved to the front. The table shows before → after; nothing is written unless you
+# duplicates removed, tags moved to the front; *keep_tokens* here protects the first N existing tags from
+# these edits. The table shows before → after; nothing is written unless you
 # tick *write* (and then the old captions are backed up). The demo's captions are already good, so the
 # defaults only preview.
 
 # %%
-tag_form = ui.TagForm(prefix=f"photo of {TOKEN}", keep_tokens=keep_tokens_for(f"photo of {TOKEN}"))
+tag_form = ui.TagForm(prefix=f"photo of {TOKEN}")
+print(f"for shuffle_caption, set keep_tokens = {keep_tokens_for(tag_form.prefix.value)} in notebook 02")
 tag_form.widget
 
 # %%

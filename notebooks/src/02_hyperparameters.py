@@ -19,13 +19,15 @@ PRESET = ""  # optional: "character", "style" or "sd21-adafactor"
 KOHYA_FILE = ""  # optional: the path of a kohya_ss GUI settings .json to start from
 
 # %%
-from IPython.display import HTML, display
-
-from lorakit.config import TrainConfig
+from lorakit.config import TrainConfig, advice
 from lorakit.demo import demo_config
 from lorakit.models import base_model_from_env
 from lorakit.presets import describe_presets
 from lorakit.project import Project
+
+# %%
+from IPython.display import HTML, display
+
 from lorakit.steps import count_project, plan_steps
 from lorakit.ui.hyperparameters import HyperparameterForm, lr_figure, steps_html
 
@@ -85,6 +87,7 @@ if PRESET:
 if KOHYA_FILE:
     print(form.import_kohya(KOHYA_FILE).report())
 cfg = form.value()
+print("\n".join(f"note: {n}" for n in advice(cfg)) or "no warnings")
 
 # %% [markdown]
 # ## Steps per epoch
@@ -93,7 +96,7 @@ cfg = form.value()
 # column appears once a training run on this machine has measured its speed.
 
 # %%
-plan = plan_steps(cfg, count_project(cfg, project.root), kind=PRESET)
+plan = plan_steps(cfg, count_project(cfg, project.root), kind=form.kind)
 display(HTML(steps_html(plan)))
 
 # %% [markdown]

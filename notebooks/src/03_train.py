@@ -15,9 +15,13 @@
 PROJECT = "../demo-project"
 BASE_MODEL = ""  # empty = what lorakit.toml says (the demo model by default)
 RESUME = False
+MULTI_GPU = False  # True: one process per GPU through `accelerate launch`
 
 # %%
+import torch
+
 from lorakit.demo import demo_config
+from lorakit.launch import launch_training, result_from_project
 from lorakit.models import base_model_from_env
 from lorakit.project import Project
 from lorakit.progress import summary
@@ -41,7 +45,19 @@ form.widget
 
 # %%
 view = LiveView()
-result = train(project, form.value(), callbacks=[view], resume=RESUME or form.resume.value)
+if not MULTI_GPU:
+    result = train(project, form.value(), callbacks=[view], resume=RESUME or form.resume.value)
+
+# %% [markdown]
+# **Several GPUs?** Training in this kernel uses one device. With `MULTI_GPU = True` (first cell) this cell
+# saves the settings and starts `accelerate launch` — the same training function, one process per GPU — and
+# shows its output here (the cell above then does nothing).
+
+# %%
+if MULTI_GPU:
+    form.value().save(project.config_path)
+    launch_training(project.root, num_processes=torch.cuda.device_count(), resume=RESUME or form.resume.value)
+    result = result_from_project(project, form.value().saving.output_name)
 
 # %%
 summary(result)

@@ -1,0 +1,51 @@
+"""Checkpoint write time and file size per save precision (fp16, bf16, float) for a LoRA of a given rank.
+
+    python bench/checkpoint_io.py [--base-model PATH] [--rank 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-model", default="")
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    from lorakit.checkpoint import SAVE_DTYPES, save_lora
+    from lorakit.config import TrainConfig
+    from lorakit.models import load_base
+    from lorakit.network import Network
+
+    base = load_base(args.base_model)
+    cfg = TrainConfig()
+    cfg.network.type, cfg.network.rank, cfg.network.alpha = "locon", args.rank, float(args.rank)
+    net = Network.attach(base, cfg)
+    out = Path(tempfile.mkdtemp(prefix="lorakit-ckpt-"))
+    print(f"{base.describe()}, locon rank {args.rank}")
+    print(f"{'precision':>10} {'size':>10} {'write (median)':>15}")
+    for name, dtype in SAVE_DTYPES.items():
+        times = []
+        for i in range(args.repeat):
+            t0 = time.perf_counter()
+            tensors = net.kohya_state_dict(dtype)
+            path = save_lora(out / f"{name}-{i}.safetensors", tensors, {"ss_network_dim": str(args.rank)})
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        print(f"{name:>10} {path.stat().st_size / 1e6:>8.2f} MB {times[len(times) // 2] * 1000:>12.1f} ms")
+    net.detach()
+
+
+if __name__ == "__main__":
+    main()
