@@ -400,12 +400,11 @@ def weights_checksum(net) -> str:
 
 def keep_previous_run(project: Project, output_name: str) -> list[Path]:
     """A new run never overwrites an earlier one: its checkpoints and state move to output/previous/<stamp>/."""
-    old = project.checkpoints(output_name)
-    state = project.state_dir / "state.pt"
-    if state.is_file():
-        old.append(state)
+    old: list[Path] = project.checkpoints(output_name)
     if not old:
         return []
+    old += [p for p in (project.state_dir / "state.pt", project.logs_dir / "loss.jsonl") if p.is_file()]
+    old += [p for p in project.samples_dir.glob("*") if p.is_dir()]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     dest, n = project.output_dir / "previous" / stamp, 1
     while dest.exists():

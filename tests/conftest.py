@@ -77,3 +77,13 @@ def tiny_project(tmp_path, tiny_sd1):
     cfg.sampling.sample_every_n_epochs = 0
     cfg.save(project.config_path)
     return project, cfg
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu need CUDA: skipped (with the reason) on CPU-only machines; the CPU path has its own tests."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

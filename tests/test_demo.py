@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from PIL import Image
 
@@ -39,6 +40,6 @@ def test_demo_offline_with_sockets_blocked(tmp_path):
     assert read_lora_metadata(lora)["ss_network_module"] == "networks.lora"
     with Image.open(grid) as im:
         assert im.width > 64 and "parameters" in im.info
-    assert json.loads(open(grid.replace(".png", ".json")).read())["cells"]
+    assert json.loads(Path(grid).with_suffix(".json").read_text())["cells"]
     assert (tmp_path / "demo" / "lorakit.toml").is_file()
     assert list((tmp_path / "demo" / "dataset").rglob("*.txt")), "the demo dataset was copied with captions"
