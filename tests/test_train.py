@@ -158,3 +158,17 @@ def test_sigterm_saves_state_and_resume_finishes(tiny_project):
     assert done.returncode == 0, done.stderr[-3000:]
     assert (project.output_dir / "zkx.safetensors").is_file()
     assert read_lora_metadata(project.output_dir / "zkx.safetensors")["ss_steps"] == "16"
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_checkpointing_run(tiny_project):
+    """On CUDA: bf16 autocast over a bf16 base, fp32 adapter weights, gradient checkpointing, fused AdamW."""
+    project, cfg = tiny_project
+    cfg.training.mixed_precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    cfg.training.gradient_checkpointing = True
+    torch.cuda.reset_peak_memory_stats()
+    result = train(project, cfg)
+    assert result.final.is_file() and all(torch.isfinite(torch.tensor(result.losses)))
+    assert torch.cuda.max_memory_allocated() > 0
+    tensors = load_file(result.final)
+    assert all(t.dtype == torch.float32 for k, t in tensors.items() if k.endswith(".weight"))  # save_precision float
