@@ -12,3 +12,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("LORAKIT_PROJECT", tempfile.mkdtemp(prefix="lorakit-notebooks-"))
+_scratch = tempfile.mkdtemp(prefix="lorakit-test-cache-")
+os.environ.setdefault("LORAKIT_SPEED_FILE", os.path.join(_scratch, "speed.json"))  # never the user's own file
+os.environ.setdefault("LORAKIT_CACHE", _scratch)

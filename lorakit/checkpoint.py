@@ -117,7 +117,7 @@ def build_metadata(cfg: TrainConfig, base, run: dict[str, Any]) -> dict[str, str
         "ss_gradient_checkpointing": t.gradient_checkpointing,
         "ss_optimizer": o.optimizer + (f"({o.optimizer_args})" if o.optimizer_args else ""),
         "ss_lr_scheduler": o.lr_scheduler,
-        "ss_lr_warmup_steps": o.lr_warmup_steps,
+        "ss_lr_warmup_steps": cfg.warmup_steps(run["total_steps"]),
         "ss_max_grad_norm": o.max_grad_norm,
         "ss_mixed_precision": t.mixed_precision,
         "ss_full_fp16": False,

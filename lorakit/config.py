@@ -193,6 +193,8 @@ class OptimizerConfig:
         _positive("optimizer.lr_scheduler_power", self.lr_scheduler_power, "for polynomial decay")
         if self.gradient_accumulation_steps < 1:
             raise ConfigError("optimizer.gradient_accumulation_steps must be >= 1 (1 = no accumulation).")
+        if self.lr_scheduler == "polynomial" and self.unet_lr <= 1e-7:
+            raise ConfigError("optimizer.lr_scheduler = 'polynomial' decays to 1e-7: unet_lr must be above that.")
         if self.lr_scheduler == "adafactor" and self.optimizer != "Adafactor":
             raise ConfigError("optimizer.lr_scheduler = 'adafactor' works only with optimizer = 'Adafactor'.")
         args = parse_optimizer_args(self.optimizer_args)  # raises on malformed text

@@ -23,7 +23,7 @@ def demo_config() -> TrainConfig:
         cfg = toy_config()
     except ImportError:
         cfg = TrainConfig()
-        cfg.data.resolution = 64
+        cfg.data.resolution, cfg.data.enable_bucket = 64, False
     cfg.data.dataset_dir = "dataset"
     cfg.data.reg_dir = "dataset/reg" if (DEMO_DATA / "reg").is_dir() else ""
     return cfg.validate()

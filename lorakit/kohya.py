@@ -331,13 +331,14 @@ def import_kohya(source: str | Path | dict[str, Any]) -> KohyaImport:
                  _attention, _sampling, _saving_format, _optimizer):
         rule(r)
     _direct(r)
-    _others(r)
     _lorakit_block(r)
+    _others(r)
     config = TrainConfig().replace(r.values, source="kohya_ss settings")
     return KohyaImport(config, r.mapped, r.ignored, r.unsupported)
 
 
 def _direct(r: _Reader) -> None:
+    """The keys that mean the same on both sides; "" means lorakit's default."""
     for key, dst in DIRECT.items():
         if key not in r.raw or r.done(key):
             continue
@@ -397,9 +398,12 @@ def _learning_rates(r: _Reader) -> None:
     else:
         r.map("unet_lr", "network.train_unet", False)  # kohya_ss: text encoder only
     r.map("text_encoder_lr", "optimizer.text_encoder_lr", te)  # 0 = UNet only, as in kohya_ss
+    r.mapped = [m for m in r.mapped if m[0] in r.raw]  # a missing key still means 0, but is not reported
 
 
 def _family(r: _Reader) -> None:
+    if not any(r.has(k) for k in ("sdxl", "v2", "v_parameterization")):
+        return  # nothing said: lorakit detects the family from the model
     sdxl, v2, vpred = (bool(r.get(k, False)) for k in ("sdxl", "v2", "v_parameterization"))
     family = "sdxl" if sdxl else ("sd2-v" if v2 and vpred else "sd2" if v2 else "sd1")
     for key in ("sdxl", "v2"):
@@ -425,7 +429,7 @@ def _resolution(r: _Reader) -> None:
         return
     r.values["data.resolution"] = side
     r.flag("max_resolution", raw, f"non-square {sides[0]}x{sides[1]}: lorakit trains at the same area, "
-                                          f"data.resolution = {side}, with buckets for the aspect ratios")
+                                  f"data.resolution = {side}, with buckets for the aspect ratios")
 
 
 def _noise(r: _Reader) -> None:
@@ -444,13 +448,15 @@ def _noise(r: _Reader) -> None:
 
 
 def _epochs(r: _Reader) -> None:
-    if r.has("max_train_epochs") and int(r.get("max_train_epochs")) > 0:
+    if r.has("max_train_epochs") and _as(int, r.get("max_train_epochs"), "max_train_epochs") > 0:
         r.map("max_train_epochs", "training.max_train_epochs", r.get("max_train_epochs"))
         r.ignore("epoch", "max_train_epochs overrides it")
         return
     r.ignore("max_train_epochs", "empty: epoch is used")
     if r.has("epoch"):
         r.map("epoch", "training.max_train_epochs", r.get("epoch"))
+    else:
+        r.unset("epoch", "training.max_train_epochs")
 
 
 def _warmup(r: _Reader) -> None:
@@ -477,12 +483,12 @@ def _text_encoder_stop(r: _Reader) -> None:
         r.map("stop_text_encoder_training", "optimizer.stop_text_encoder_training", 0)
     else:
         r.flag("stop_text_encoder_training", r.raw["stop_text_encoder_training"],
-                       "kohya_ss gives a % of all steps; set optimizer.stop_text_encoder_training (in steps) "
-                       "from notebook 02's steps table")
+               "kohya_ss gives a % of all steps; set optimizer.stop_text_encoder_training (in steps) "
+               "from notebook 02's steps table")
 
 
 def _attention(r: _Reader) -> None:
-    if "xformers" in r.raw:
+    if r.has("xformers"):
         r.map("xformers", "training.sdpa", str(r.get("xformers", "none")).lower() not in ("none", "false"))
 
 
@@ -514,14 +520,18 @@ def _optimizer(r: _Reader) -> None:
     elif name in OPTIMIZER_ALIASES:
         r.map("optimizer", "optimizer.optimizer", OPTIMIZER_ALIASES[name])
     else:
-        r.flag("optimizer", name, f"lorakit offers {', '.join(sorted(set(OPTIMIZER_ALIASES.values())))}; "
-                                          "kept AdamW")
+        offered = ", ".join(sorted(set(OPTIMIZER_ALIASES.values())))
+        r.flag("optimizer", name, f"lorakit offers {offered}; kept AdamW")
         r.ignore("optimizer_args", f"arguments of {name}, which lorakit does not offer")
 
 
 def _others(r: _Reader) -> None:
+    """Every key not read yet: neutral, ignored with a reason, or not supported."""
     for key, raw in r.raw.items():
-        if r.done(key) or key in DIRECT or key in SPECIAL:
+        if r.done(key):
+            continue
+        if key in DIRECT or key in SPECIAL:
+            r.ignore(key, "empty, or not used with the other settings")
             continue
         if key in NEUTRAL:
             neutral, why = NEUTRAL[key]

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import inspect
 
 import torch
 
@@ -27,6 +29,17 @@ def _need(module: str, optimizer: str, pip_name: str) -> None:
         )
 
 
+def _make(cls, param_groups: list[dict], lr, args: dict) -> torch.optim.Optimizer:
+    """``cls(param_groups, lr=lr, **args)``; an argument it does not take is named, with the nearest one."""
+    known = [p for p in inspect.signature(cls).parameters if p not in ("self", "params", "lr")]
+    for key in args:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else f" It takes: {', '.join(known)}."
+            raise ConfigError(f"optimizer_args: {cls.__name__} has no argument {key!r}.{hint}")
+    return cls(param_groups, lr=lr, **args)
+
+
 def build_optimizer(cfg: TrainConfig, param_groups: list[dict]) -> torch.optim.Optimizer:
     """The configured optimizer over the given parameter groups (each with its own 'lr')."""
     name = cfg.optimizer.optimizer
@@ -37,12 +50,15 @@ def build_optimizer(cfg: TrainConfig, param_groups: list[dict]) -> torch.optim.O
     if name == "AdamW":
         if torch.cuda.is_available() and all(p.is_cuda for g in param_groups for p in g["params"]):
             args.setdefault("fused", True)  # one kernel for the whole update on CUDA
-        return torch.optim.AdamW(param_groups, lr=lr, **args)
+        return _make(torch.optim.AdamW, param_groups, lr, args)
     if name == "AdamW8bit":
         _need("bitsandbytes", name, "bitsandbytes")
+        if not all(p.is_cuda for g in param_groups for p in g["params"]):
+            raise OptimizerUnavailable("optimizer 'AdamW8bit' keeps its 8-bit state on a CUDA GPU and there is none "
+                                       "here: choose AdamW (or Adafactor) on this machine.")
         import bitsandbytes as bnb
 
-        return bnb.optim.AdamW8bit(param_groups, lr=lr, **args)
+        return _make(bnb.optim.AdamW8bit, param_groups, lr, args)
     if name == "Adafactor":
         from transformers.optimization import Adafactor
 
@@ -53,20 +69,20 @@ def build_optimizer(cfg: TrainConfig, param_groups: list[dict]) -> torch.optim.O
         if args["relative_step"]:
             for g in param_groups:
                 g["lr"] = None
-            return Adafactor(param_groups, lr=None, **args)
-        return Adafactor(param_groups, lr=lr, **args)
+            return _make(Adafactor, param_groups, None, args)
+        return _make(Adafactor, param_groups, lr, args)
     if name == "Prodigy":
         _need("prodigyopt", name, "prodigyopt")
         from prodigyopt import Prodigy
 
-        return Prodigy(param_groups, lr=lr, **args)
+        return _make(Prodigy, param_groups, lr, args)
     if name == "DAdaptAdam":
         _need("dadaptation", name, "dadaptation")
         from dadaptation import DAdaptAdam
 
-        return DAdaptAdam(param_groups, lr=lr, **args)
+        return _make(DAdaptAdam, param_groups, lr, args)
     if name == "SGD":
-        return torch.optim.SGD(param_groups, lr=lr, **args)
+        return _make(torch.optim.SGD, param_groups, lr, args)
     raise ConfigError(f"unknown optimizer {name!r}")
 
 

@@ -234,3 +234,9 @@ def known_speed(*, family: str = "", resolution: int = 0, batch_size: int = 1,
             res, batch = (int(x) for x in key[len(prefix):].split("|"))
             nearby.append((abs(math.log(max(res, 1) ** 2 * batch / work)), sps * max(res, 1) ** 2 * batch / work))
     return min(nearby)[1] if nearby else None
+
+
+def record_config_speed(cfg: TrainConfig, steps_per_second: float, path: Path | None = None) -> Path:
+    """``record_speed`` keyed the way ``plan_steps`` looks it up: the trainer calls this after a run."""
+    return record_speed(steps_per_second, family=cfg.model.family, resolution=cfg.data.resolution,
+                        batch_size=cfg.training.train_batch_size, path=path)

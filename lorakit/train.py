@@ -304,6 +304,7 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
             base.unet.disable_gradient_checkpointing()
     result.steps, result.epochs = step, epoch + 1
     result.process_index, result.num_processes = rank, world
+    _remember_speed(cfg, result, accelerator.is_main_process)
     result.seconds = time.perf_counter() - t_start
     for cb in callbacks:
         cb.on_end(result)
@@ -374,6 +375,16 @@ def _log(accelerator, path: Path, row: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def _remember_speed(cfg: TrainConfig, result: TrainResult, main: bool) -> None:
+    """Record steps/s (first step excluded) so notebook 02 can estimate how long a run takes here."""
+    from lorakit.steps import record_config_speed
+
+    ran = result.seconds - result.time_to_first_step
+    if main and result.steps > 2 and ran > 0:
+        with contextlib.suppress(OSError):
+            record_config_speed(cfg, (result.steps - 1) / ran)
 
 
 def _average_gradients(accelerator, params: list[torch.nn.Parameter]) -> None:

@@ -225,3 +225,27 @@ def test_cli_show_markdown_is_one_table_row_per_setting(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len([line for line in lines if line.startswith("| `")]) == len(field_keys())
     assert [line for line in lines if line.startswith("## ")] == [f"## [{s}]" for s in SECTIONS]
+
+
+@pytest.mark.parametrize("scheduler", ["constant", "constant_with_warmup", "linear", "cosine",
+                                       "cosine_with_restarts", "polynomial"])
+def test_lr_preview_equals_stepping_the_training_scheduler(scheduler):
+    import torch
+
+    from lorakit.optim import build_scheduler, lr_curve
+
+    cfg = TrainConfig().replace({"optimizer.lr_scheduler": scheduler, "optimizer.lr_scheduler_num_cycles": 3,
+                                 "optimizer.lr_scheduler_power": 2.0,
+                                 "optimizer.lr_warmup_steps": 0 if scheduler == "constant" else 7})
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(2)]
+    groups = [{"params": [params[0]], "lr": 1e-4}, {"params": [params[1]], "lr": 5e-5}]
+    opt = torch.optim.SGD(groups, lr=1e-4)  # as build_optimizer: the default lr is the UNet's (polynomial reads it)
+    sched = build_scheduler(cfg, opt, 60)
+    stepped = []
+    for _ in range(60):
+        stepped += sched.get_last_lr()
+        opt.step()
+        sched.step()
+    preview = lr_curve(cfg, 60)
+    assert [lr for _, u, t in preview for lr in (u, t)] == pytest.approx(stepped, rel=1e-12, abs=1e-18)
+    assert [s for s, _, _ in lr_curve(cfg, 60, every=20)] == [0, 20, 40]

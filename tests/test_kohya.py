@@ -177,3 +177,13 @@ def test_cli_import_and_export(tmp_path, capsys):
     assert main(["config", "export-kohya", str(out), "-o", str(kohya)]) == 0
     assert json.loads(kohya.read_text(encoding="utf-8"))["network_dim"] == 256
     assert import_kohya(kohya).config == TrainConfig.load(out)
+
+
+def test_every_key_is_reported_once_even_when_empty():
+    from lorakit.kohya import DIRECT, IGNORED, LYCORIS_OPTIONS, NEUTRAL, SPECIAL
+
+    raw = {k: "" for k in [*DIRECT, *SPECIAL, *NEUTRAL, *IGNORED, *LYCORIS_OPTIONS] if k != "lorakit"}
+    result = import_kohya(raw)
+    entries = [m[0] for m in result.mapped] + [i[0] for i in result.ignored] + [u[0] for u in result.unsupported]
+    assert sorted(entries) == sorted(raw)
+    assert result.config == import_kohya({}).config

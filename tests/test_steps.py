@@ -14,6 +14,7 @@ from lorakit.steps import (
     format_duration,
     known_speed,
     plan_steps,
+    record_config_speed,
     record_speed,
     steps_guidance,
 )
@@ -81,3 +82,11 @@ def test_speed_is_remembered_per_setting(tmp_path, monkeypatch):
 
 def test_format_duration():
     assert [format_duration(s) for s in (None, 42, 600, 3 * 3600 + 300)] == ["", "42s", "10m00s", "3h05m"]
+
+
+def test_a_speed_recorded_for_a_config_is_found_by_its_plan(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORAKIT_SPEED_FILE", str(tmp_path / "speed.json"))
+    cfg = TrainConfig().replace({"data.resolution": 768, "training.train_batch_size": 2})
+    record_config_speed(cfg, 1.25)
+    assert plan_steps(cfg, DatasetCount([("5_x", 10, 5)])).steps_per_second == 1.25
+    assert plan_steps(TrainConfig(), DatasetCount([("5_x", 10, 5)])).steps_per_second != 1.25
