@@ -24,7 +24,7 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
-from lorakit.dataset import IMAGE_EXTENSIONS, DatasetError, read_caption
+from lorakit.dataset import IMAGE_EXTENSIONS, DatasetError, parse_folder_name, read_caption
 
 # still images Pillow reads that training ignores until imported (import converts them to PNG)
 CONVERTIBLE_EXTENSIONS = (".gif", ".tif", ".tiff")
@@ -210,6 +210,14 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) 
 
 
 # ---- measures ----------------------------------------------------------------------------------------
+def working_copy(im: Image.Image, side: int = 512) -> Image.Image:
+    """``im`` reduced (box filter) to at most side² pixels; never enlarged."""
+    scale = min(1.0, side / math.sqrt(im.width * im.height))
+    if scale >= 1:
+        return im
+    return im.resize((max(3, round(im.width * scale)), max(3, round(im.height * scale))), Image.Resampling.BOX)
+
+
 def sharpness(im: Image.Image, side: int = 512, top: float = 0.05) -> float:
     """Edge crispness 0–100 (a clean step edge ≈ 100, a 2-px blur ≈ 18), at ≤ side² pixels.
 
@@ -217,10 +225,7 @@ def sharpness(im: Image.Image, side: int = 512, top: float = 0.05) -> float:
     variance of the Laplacian it ignores contrast and how much of the picture is flat: a blurred edge spreads its
     gradient over many pixels and its Laplacian shrinks faster than the gradient.
     """
-    scale = min(1.0, side / math.sqrt(im.width * im.height))
-    if scale < 1:
-        im = im.resize((max(3, round(im.width * scale)), max(3, round(im.height * scale))), Image.Resampling.BOX)
-    a = np.asarray(im.convert("RGB"), dtype=np.float64)
+    a = np.asarray(working_copy(im, side).convert("RGB"), dtype=np.float32)
     if min(a.shape[:2]) < 3:
         return 0.0
     gx, gy = (a[1:-1, 2:] - a[1:-1, :-2]) / 2, (a[2:, 1:-1] - a[:-2, 1:-1]) / 2
@@ -231,7 +236,7 @@ def sharpness(im: Image.Image, side: int = 512, top: float = 0.05) -> float:
     edges = strongest[grad[strongest] > 6.0]  # below this it is noise on a flat area, not an edge
     if edges.size < 8:
         return 0.0
-    return float(50.0 * lap[edges].sum() / grad[edges].sum())
+    return float(50.0 * lap[edges].sum(dtype=np.float64) / grad[edges].sum(dtype=np.float64))
 
 
 @dataclass
@@ -301,7 +306,8 @@ def check_file(path: Path, settings: CheckSettings) -> tuple[FileCheck, Fingerpr
     w, h = info.size
     if w * h < settings.resolution ** 2:
         fc.issues.append(Issue("small", WARN, f"too small: {w}×{h} has fewer pixels than {settings.resolution}²; "
-                                              "it will be upscaled and look soft"))
+                                              "upscaled it looks soft (with bucket_no_upscale it trains smaller)"))
+    rgb = working_copy(rgb)  # every measure below works at ≤ 512² pixels
     fc.sharpness = sharpness(rgb)
     if fc.sharpness < settings.blur_threshold:
         fc.issues.append(Issue("blurry", WARN, f"blurry: sharpness {fc.sharpness:.0f} < {settings.blur_threshold:g}"))
@@ -441,6 +447,8 @@ def verify_dataset(dataset_dir: str | Path, caption_extension: str = ".txt") -> 
         if f.status == ERROR:
             status.unusable.append(f"{_rel(f.path, root)}: " + "; ".join(i.message for i in f.issues
                                                                          if i.severity == ERROR))
+        elif len(rel) < 2 or parse_folder_name(rel[-2]) is None:
+            status.unusable.append(f"{_rel(f.path, root)}: not in a <repeats>_<token> folder, training skips it")
         elif rel[0] == "reg":
             status.reg_images += 1
         else:

@@ -41,6 +41,7 @@ def _cmd_import(args) -> int:
 def _cmd_caption(args) -> int:
     from lorakit.captioners import BlipSettings, TaggerSettings, caption_folder, load_captioner
     from lorakit.captions import apply_changes
+    from lorakit.checks import dataset_root
 
     common = {"model": args.model, "prefix": args.prefix, "batch_size": args.batch_size, "device": args.device,
               "allow_download": args.download}
@@ -51,7 +52,7 @@ def _cmd_caption(args) -> int:
         settings = TaggerSettings(threshold=args.threshold, exclude=[t.strip() for t in args.exclude.split(",")
                                                                      if t.strip()], **common)
     captioner = load_captioner(settings)
-    changes = caption_folder(captioner, args.dir, only_missing=not args.overwrite)
+    changes = caption_folder(captioner, dataset_root(args.dir), only_missing=not args.overwrite)
     for ch in changes:
         print(f"{ch.image.name}: {ch.after}")
     if args.dry_run:

@@ -61,6 +61,9 @@ class BucketRow:
 def bucket_preview(dataset_dir: str | Path, settings: BucketSettings) -> tuple[list[BucketRow], dict]:
     """Each image's bucket, computed by the trainer's own ``assign_buckets``; also images per bucket."""
     items: list[ImageItem] = scan_dataset(dataset_dir).items
+    reg = Path(dataset_dir) / "reg"
+    if reg.is_dir():  # regularization images are bucketed the same way
+        items += scan_dataset(reg, is_reg=True).items
     counts = assign_buckets(items, settings.resolution, settings.enable_bucket, settings.min_bucket_reso,
                             settings.max_bucket_reso, settings.bucket_reso_steps, settings.bucket_no_upscale)
     return [BucketRow(it.path, it.size, it.bucket) for it in items], dict(sorted(counts.items()))
@@ -74,7 +77,7 @@ def bucket_sheet(rows: list[BucketRow], thumb: int = 128, cols: int = 8) -> Imag
             im = load_image_for_bucket(r.path, r.bucket)
         except Exception:  # a broken file shows as a crossed tile; the checks say why
             im = None
-        tiles.append((im, f"{r.bucket[0]}×{r.bucket[1]}", "ok" if r.kept > 0.8 else "warn"))
+        tiles.append((im, f"{r.bucket[0]}x{r.bucket[1]}", "ok" if r.kept > 0.8 else "warn"))
     return contact_sheet(tiles, thumb, cols)
 
 

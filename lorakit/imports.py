@@ -111,8 +111,9 @@ def import_images(src: str | Path, project: Project, token: str | None = None, r
         raise FileNotFoundError(f"No folder at {src}: give the folder that holds your images.")
     base = project.reg_dir if reg else project.dataset_dir
     groups = kohya_folders(src)
+    kohya = bool(groups) and not source_images(src)
     plan: list[tuple[list[Path], Path]] = []
-    if groups and not source_images(src):
+    if kohya:
         for folder, r, t in groups:
             plan.append((source_images(folder), base / validate_name(token or t, repeats or r)))
     else:
@@ -124,6 +125,9 @@ def import_images(src: str | Path, project: Project, token: str | None = None, r
         raise DatasetError("Same name, different files (they would share one caption): "
                            + "; ".join(clashes) + ". Rename one of each pair, then import again.")
     report = ImportReport()
+    if not kohya:
+        report.skipped += [(d, "a subfolder: not imported (import it on its own, or name it <repeats>_<token>)")
+                           for d in sorted(src.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     for files, dest in plan:
         dest.mkdir(parents=True, exist_ok=True)
         report.folders.append(dest)

@@ -139,3 +139,5 @@ def test_verify_dataset_fails_on_missing_captions_and_passes_when_fixed(tmp_path
     (folder / "a.txt").write_text("photo of zkx", encoding="utf-8")
     assert verify_dataset(tmp_path / "dataset").ok
     assert not verify_dataset(tmp_path / "nothing").ok
+    pattern(seed=2).save(tmp_path / "dataset" / "stray.png")
+    assert "training skips it" in verify_dataset(tmp_path / "dataset").message

@@ -33,8 +33,12 @@ def project(tmp_path):
 def test_bucket_preview_matches_the_trainer(project):
     settings = BucketSettings(resolution=128, min_bucket_reso=64, max_bucket_reso=256, bucket_reso_steps=32,
                               bucket_no_upscale=False)
+    reg = project.reg_dir / "1_thing"
+    reg.mkdir(parents=True)
+    pattern((90, 180), seed=9).save(reg / "r.png")
     rows, counts = bucket_preview(project.dataset_dir, settings)
-    items = scan_dataset(project.dataset_dir).items
+    items = scan_dataset(project.dataset_dir).items + scan_dataset(project.reg_dir, is_reg=True).items
+    assert len(rows) == 4
     expected = assign_buckets(items, 128, True, 64, 256, 32, False)
     assert {r.path.name: r.bucket for r in rows} == {i.path.name: i.bucket for i in items}
     assert counts == dict(sorted(expected.items()))
@@ -42,7 +46,7 @@ def test_bucket_preview_matches_the_trainer(project):
     assert buckets["wide"][0] > buckets["wide"][1] and buckets["tall"][0] < buckets["tall"][1]
     assert buckets["square"] == (128, 128)
     assert all(0 < r.kept <= 1 for r in rows)
-    assert bucket_sheet(rows, thumb=32, cols=3).size == (3 * 38, 52)
+    assert bucket_sheet(rows, thumb=32, cols=4).size == (4 * 38, 52)
 
 
 def test_center_and_fraction_boxes():

@@ -115,6 +115,10 @@ def test_plain_folder_needs_token_and_repeats(tmp_path):
     project = Project.create(tmp_path / "proj")
     with pytest.raises(DatasetError, match="token"):
         import_images(src, project)
+    (src / "more").mkdir()
+    pattern().save(src / "more" / "b.png")
+    report = import_images(src, project, token="zkx", repeats=2)
+    assert [p.name for p in report.skipped[0][:1]] == ["more"] and "subfolder" in report.skipped[0][1]
     with pytest.raises(DatasetError, match="slashes"):
         import_images(src, project, token="a/b", repeats=2)
     with pytest.raises(FileNotFoundError):

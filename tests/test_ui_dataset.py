@@ -66,3 +66,16 @@ def test_demo_captioner_previews_but_never_writes(tmp_path):
     assert [p.image.name for p in proposals] == ["0.png"]
     assert "never written" in ui.caption_write(form, proposals)
     assert not (project.dataset_dir / "2_zkx" / "0.txt").exists()
+
+
+def test_empty_source_means_the_demo_only_for_a_project_without_images(tmp_path):
+    from lorakit.demo import DEMO_DATA
+
+    empty = Project.create(tmp_path / "empty")
+    source, reg = ui.choose_sources(empty, "", "")
+    assert source == str(DEMO_DATA / "dataset") and reg == str(DEMO_DATA / "reg")
+    assert ui.uses_demo(empty, source)
+    assert ui.project_config(empty, True).data.resolution == 32
+    mine = _project(tmp_path)
+    assert ui.choose_sources(mine, "", "") == ("", "")  # never pours the demo into a real project
+    assert not ui.uses_demo(mine, "") and ui.project_config(mine, False).data.resolution == 512

@@ -31,7 +31,7 @@ from lorakit.captions import (
     read_one,
     write_caption,
 )
-from lorakit.checks import CheckReport, CheckSettings, report_sheet
+from lorakit.checks import CheckReport, CheckSettings, load_upright, report_sheet
 from lorakit.crop import (
     Box,
     BucketRow,
@@ -148,7 +148,7 @@ class CheckForm:
 
 def check_view(report: CheckReport, thumb: int = 96, cols: int = 8) -> widgets.VBox:
     """Summary, a table of the flagged files with their reasons, and a contact sheet of every image."""
-    rows = [[html.escape(r["file"]), f"{r['width']}×{r['height']}", str(r["sharpness"] or "-"),
+    rows = [[html.escape(r["file"]), f"{r['width']}×{r['height']}", "-" if r["sharpness"] is None else str(r["sharpness"]),
              f"<span style='color:{COLORS[r['status']]}'>{r['status']}</span>",
              html.escape("; ".join(i["message"] for i in r["issues"]))]
             for r in report.rows() if r["issues"]]
@@ -227,8 +227,11 @@ class CropHelper:
         path = self.image.value
         if path is None:
             return
-        box = self.box() or Box(0, 0, *image_size(path))
-        self.preview.value = png(preview_box(path, box, side=256))
+        try:
+            box = self.box() or Box(0, 0, *image_size(path))
+            self.preview.value = png(preview_box(path, box, side=256))
+        except Exception as e:  # a broken file or an impossible box: say so, keep the form alive
+            self.status.value = html.escape(f"{path.name}: {type(e).__name__}: {e}")
 
     def apply(self) -> str:
         """Crop the chosen image in the project (its uncropped copy is kept in uncropped/)."""
@@ -266,11 +269,15 @@ class CaptionEditor:
         self.index = index % len(self.images)
         path = self.images[self.index]
         cap = read_one(path, self.extension)
-        im = Image.open(path)
+        try:
+            im = load_upright(path)
+        except Exception as e:  # a broken file is shown as such; the checks say more
+            im = Image.new("RGB", (160, 160), (200, 200, 200))
+            cap.problem = cap.problem or f"image unreadable ({type(e).__name__})"
         im.thumbnail((320, 320))
         if max(im.size) < 160:
             im = im.resize((im.width * 4, im.height * 4), Image.Resampling.NEAREST)
-        self.picture.value = png(im.convert("RGB"))
+        self.picture.value = png(im)
         self.text.value = cap.text
         self.status.value = html.escape(f"{self.index + 1}/{len(self.images)} {path.name}"
                                         + (f" — {cap.problem}" if cap.problem else ""))
@@ -413,3 +420,24 @@ def choose_sources(project: Project, source: str, reg_source: str) -> tuple[str,
     if source or image_files(project.dataset_dir):
         return source, reg_source
     return str(DEMO_DATA / "dataset"), reg_source or str(DEMO_DATA / "reg")
+
+
+def uses_demo(project: Project, source: str) -> bool:
+    """True when the images are the demo's: imported from data/demo now, or earlier (same folder names)."""
+    from lorakit.demo import DEMO_DATA
+
+    demo = DEMO_DATA / "dataset"
+    if source:
+        return Path(source).resolve() == demo.resolve()
+    names = {p.name for p in project.dataset_dir.iterdir() if p.is_dir() and p.name != "reg"}
+    return bool(names) and names == {p.name for p in demo.iterdir() if p.is_dir()}
+
+
+def project_config(project: Project, using_demo: bool):
+    """The project's lorakit.toml if notebook 02 wrote one, else the demo's recipe (demo images) or the defaults."""
+    from lorakit.config import TrainConfig
+    from lorakit.demo import demo_config
+
+    if project.config_path.is_file():
+        return project.load_config()
+    return demo_config() if using_demo else TrainConfig()

@@ -8,9 +8,11 @@
 # **The words you will meet**
 # - **Trigger token**: a rare word (`fr3dd!e`, `sks dog`, `blicket`) that will stand for your concept. Every
 #   caption starts with it (`photo of fr3dd!e, …`), and later you put it in a prompt to call the concept up.
+#   (The demo uses it as a word inside a sentence, `a red blicket on a blue background`; that works too.)
 # - **Repeats**: how many times each image is shown per epoch. The folder name carries it:
 #   `dataset/15_fr3dd!e/` means 15 repeats of token `fr3dd!e` (the kohya layout, which other trainers read
-#   too). Steps = images × repeats × epochs ÷ batch size; for a character, aim for 1500–2000 steps.
+#   too). Steps = images × repeats × epochs ÷ batch size; for a character, aim for 1500–2000 steps
+#   (25 images × 15 repeats × 5 epochs at batch 1 = 1875). Fewer images → more repeats.
 # - **Regularization images** (optional): ordinary pictures of the class (`woman`, `dog`) so the LoRA does not
 #   turn every woman into yours. They go in `dataset/reg/<repeats>_<class>/`.
 #
@@ -24,7 +26,7 @@ TOKEN = "blicket"  # the trigger token; a plain folder's images go to dataset/<R
 REPEATS = 10
 REG_IMAGES = ""  # optional class images; empty = none (the demo brings its own)
 CLASS_PROMPT = "shape"  # what the regularization images show
-RESOLUTION = 0  # training side in px (512 for SD 1.5, 768 SD 2, 1024 SDXL); 0 = lorakit.toml's, or the demo's
+RESOLUTION = 0  # training side in px (512 SD 1.5, 768 SD 2, 1024 SDXL); 0 = lorakit.toml's, else demo's / 512
 CAPTION_MODEL = ""  # a captioning model folder (see docs/captioning.md); empty = the demo's random toy model
 
 # %%
@@ -32,16 +34,15 @@ from lorakit.captioners import caption_folder, load_captioner
 from lorakit.captions import image_files, keep_tokens_for, plan_edit, read_captions, tag_frequency
 from lorakit.checks import CheckSettings, check_folder, verify_dataset
 from lorakit.crop import BucketSettings, bucket_preview
-from lorakit.demo import demo_config
 from lorakit.project import Project
 from lorakit.ui import dataset as ui
 
 # %%
 project = Project.from_env(PROJECT)
-cfg = project.load_config() if project.config_path.is_file() else demo_config()
-RESOLUTION = RESOLUTION or cfg.data.resolution
 source, reg_source = ui.choose_sources(project, SOURCE_IMAGES, REG_IMAGES)
-print(f"project: {project.root}\nimages from: {source or '(the project already has images)'}")
+cfg = ui.project_config(project, using_demo=ui.uses_demo(project, source))
+RESOLUTION = RESOLUTION or cfg.data.resolution
+print(f"project: {project.root}\nimages from: {source or '(the project already has images)'}; {RESOLUTION} px")
 
 # %% [markdown]
 # ## Import
