@@ -43,6 +43,7 @@ class ImageItem:
 class ScanResult:
     items: list[ImageItem] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    caption_errors: list[str] = field(default_factory=list)
 
     @property
     def train_items(self) -> list[ImageItem]:
@@ -97,7 +98,11 @@ def scan_dataset(root: str | Path, caption_extension: str = ".txt", is_reg: bool
             if path.suffix.lower() not in IMAGE_EXTENSIONS or path.name.startswith("."):
                 continue
             cap_path = path.with_suffix(caption_extension)
-            caption = read_caption(cap_path) if cap_path.is_file() else token
+            try:
+                caption = read_caption(cap_path) if cap_path.is_file() else token
+            except DatasetError as e:  # reported, not crashed; training refuses to start until it is fixed
+                result.caption_errors.append(str(e))
+                continue
             try:
                 size = image_size(path)
             except Exception as e:  # a broken file is reported, never crashes the scan

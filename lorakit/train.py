@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from lorakit import checkpoint as ckpt
 from lorakit.config import TrainConfig
 from lorakit.dataset import (
+    DatasetError,
     LatentCache,
     assign_buckets,
     epoch_batches,
@@ -109,7 +110,11 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
     scan = scan_dataset(project.resolve(d.dataset_dir), d.caption_extension, repeats_override=d.repeats)
     items = scan.train_items
     if d.reg_dir:
-        items += scan_dataset(project.resolve(d.reg_dir), d.caption_extension, is_reg=True).items
+        reg = scan_dataset(project.resolve(d.reg_dir), d.caption_extension, is_reg=True)
+        items += reg.items
+        scan.caption_errors += reg.caption_errors
+    if scan.caption_errors:
+        raise DatasetError("Fix these captions before training:\n" + "\n".join(scan.caption_errors))
     bucket_counts = assign_buckets(items, d.resolution, d.enable_bucket, d.min_bucket_reso, d.max_bucket_reso,
                                    d.bucket_reso_steps, d.bucket_no_upscale)
     cache = LatentCache(base.vae, base.latent_scale, base.vae_shift,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import write_images
 from PIL import Image
 
+from conftest import write_images
 from lorakit.dataset import (
     DatasetError,
     LatentCache,
@@ -52,8 +52,19 @@ def test_bom_caption_and_non_utf8_caption(tmp_path):
     (tmp_path / "1_a" / "img00.txt").write_bytes("\ufeffred hair".encode())
     assert {i.caption for i in scan_dataset(tmp_path).items} >= {"red hair"}
     (tmp_path / "1_a" / "img01.txt").write_bytes(b"caf\xe9")
-    with pytest.raises(DatasetError, match="img01.txt.*not UTF-8"):
-        scan_dataset(tmp_path)
+    result = scan_dataset(tmp_path)
+    assert [i.path.name for i in result.items] == ["img00.png"]
+    assert len(result.caption_errors) == 1 and "img01.txt" in result.caption_errors[0]
+    assert "not UTF-8" in result.caption_errors[0]
+
+
+def test_training_refuses_a_broken_caption(tiny_project):
+    from lorakit.train import train
+
+    project, cfg = tiny_project
+    (project.dataset_dir / "2_zkx" / "img01.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(DatasetError, match="(?s)Fix these captions.*img01.txt"):
+        train(project, cfg)
 
 
 def test_buckets_keep_area_and_aspect():
