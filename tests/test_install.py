@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -54,8 +55,11 @@ def test_every_imported_third_party_package_is_declared():
     declared = pyproject_packages() | {"ipython"}  # ipython comes with ipykernel/jupyterlab
     seen = set()
     for path in (REPO / "lorakit").rglob("*.py"):
-        for m in re.finditer(r"^\s*(?:from|import) ([A-Za-z_][\w]*)", path.read_text(), re.M):
-            seen.add(m[1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                seen |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                seen.add(node.module.split(".")[0])
     third = {n for n in seen if n not in sys.stdlib_module_names and n not in ("lorakit", "__future__")}
     missing = {import_names.get(n, n.replace("_", "-")).lower() for n in third} - declared - optional
     assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"
