@@ -1,14 +1,16 @@
-"""Adapters through peft on the UNet and text encoder(s), and their kohya-format export.
+"""Adapters through peft on the UNet and text encoder(s), and their export in the keys A1111 and ComfyUI read.
 
-    net = Network.attach(base, cfg)          # inject LoRA/LoCon/... layers (peft), kohya's targets
-    params = net.param_groups(cfg)           # for the optimizer
+    net = Network.attach(base, cfg)          # inject LoRA/LoCon/LoHa/LoKr/DoRA layers (peft), kohya's targets
+    params = net.parameters("lora_unet")     # for the optimizer (text encoders: "lora_te", "lora_te1", "lora_te2")
     tensors = net.kohya_state_dict(torch.float16)   # lora_unet_… / lora_te_… keys, real alpha
     net.detach()                             # back to the plain base model (for the next run)
 
-The file layout is the one AUTOMATIC1111, ComfyUI, kohya and diffusers all read: for each adapted module
-``<prefix>_<module path with _>.lora_down.weight``, ``.lora_up.weight`` and ``.alpha``; the applied delta is
-``strength × alpha / rank × up @ down``. Text-encoder keys use the classic ``text_model_encoder_layers_N_…``
-names whatever transformers calls the modules; SDXL UNet keys use the original-model block names.
+LoRA/LoCon (kohya): ``<prefix>_<module path with _>.lora_down.weight``, ``.lora_up.weight``, ``.alpha``; the
+applied delta is ``strength × alpha / rank × up @ down``. DoRA adds ``.dora_scale`` (one magnitude per output
+row, shape (out, 1, …): LyCORIS' wd_on_out layout, which ComfyUI reads; diffusers 0.42 drops it for SD
+pipelines, and A1111 only knows the input-axis layout). LoHa/LoKr use LyCORIS' ``hada_*`` / ``lokr_*`` keys.
+Text-encoder keys use the classic ``text_model_encoder_layers_N_…`` names whatever transformers calls the
+modules; SDXL UNet keys use the original-model block names (``input_blocks_4_1_…``).
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ def _adapter_params(module, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
 
 
 def _lora_tensors(module) -> dict[str, torch.Tensor]:
-    """lora_down/up; DoRA's magnitude as ``dora_scale`` shaped (out, 1, …): LyCORIS' wd_on_out, what diffusers reads."""
+    """lora_down/up; DoRA's magnitude as ``dora_scale`` shaped (out, 1, …): LyCORIS' wd_on_out layout."""
     down = module.lora_A[ADAPTER].weight
     tensors = {"lora_down.weight": down, "lora_up.weight": module.lora_B[ADAPTER].weight}
     if ADAPTER in getattr(module, "lora_magnitude_vector", {}):

@@ -24,9 +24,10 @@ UNET = "model.diffusion_model."
 VAE = "first_stage_model."
 CLIP_PREFIX = {"sd1": "cond_stage_model.transformer.", "sdxl": "conditioner.embedders.0.transformer."}
 OPEN_CLIP_PREFIX = {"sd2": "cond_stage_model.model.", "sdxl": "conditioner.embedders.1.model."}
-CONFIG_HOME = Path(os.environ.get("LORAKIT_CACHE", Path.home() / ".cache" / "lorakit")) / "single-file-configs"
 
-# Where a tokenizer may already sit in the local Hugging Face cache (never downloaded from here).
+# Where a tokenizer may already sit in the local Hugging Face cache (never downloaded from here); A1111 keeps
+# openai/clip-vit-large-patch14 there, and SD2's / SDXL's OpenCLIP tokenizers are that vocabulary padded with "!".
+HF_CACHE_DIR: str | None = None  # None: the default cache
 TOKENIZER_REPOS = {
     "tokenizer": [("openai/clip-vit-large-patch14", ""), ("stable-diffusion-v1-5/stable-diffusion-v1-5", "tokenizer")],
     "tokenizer_sd2": [("stabilityai/stable-diffusion-2-1", "tokenizer"), ("stabilityai/stable-diffusion-2", "tokenizer")],
@@ -103,7 +104,8 @@ def architecture_configs(family: str) -> dict[str, dict]:
 
 def write_config_folder(family: str, dest: Path | None = None) -> Path:
     """A diffusers folder holding only configs (no weights) for ``family``: what from_single_file needs."""
-    dest = Path(dest or CONFIG_HOME / family)
+    home = Path(os.environ.get("LORAKIT_CACHE", Path.home() / ".cache" / "lorakit"))
+    dest = Path(dest or home / "single-file-configs" / family)
     for sub, cfg in architecture_configs(family).items():
         name = "model_index.json" if not sub else ("scheduler_config.json" if sub == "scheduler" else "config.json")
         (dest / sub).mkdir(parents=True, exist_ok=True)
@@ -208,28 +210,38 @@ def _check_all_loaded(pipe, path: Path) -> None:
 
 def _tokenizers(folder: Path, family: str) -> dict:
     """Tokenizers the config folder lacks, from the local Hugging Face cache; a teaching error if absent."""
-    from transformers import CLIPTokenizer
-
     from lorakit.models import ModelError
 
     out = {}
     for name in ("tokenizer", "tokenizer_2") if family == "sdxl" else ("tokenizer",):
         if (folder / name).is_dir():
             continue
+        open_clip = family.startswith("sd2") or name == "tokenizer_2"
         repos = TOKENIZER_REPOS["tokenizer_sd2" if family.startswith("sd2") else name]
-        for repo, sub in repos:
-            try:
-                out[name] = CLIPTokenizer.from_pretrained(repo, subfolder=sub, local_files_only=True)
-                break
-            except OSError:
-                continue
-        else:
+        tok = _cached_tokenizer(repos) or _cached_tokenizer(TOKENIZER_REPOS["tokenizer"])
+        if tok is None:
             raise ModelError(
                 f"loading a single file needs the {family} CLIP tokenizer, which a checkpoint does not contain and "
                 f"lorakit will not download. Give the diffusers folder of the same family as the config (it holds "
                 f"{name}/), or fetch it once while online: huggingface-cli download {repos[0][0]}."
             )
+        if open_clip and tok.pad_token != "!":
+            # OpenCLIP (SD2, SDXL's second encoder) uses CLIP's BPE vocabulary but pads with "!" (id 0)
+            tok.pad_token = "!"
+        out[name] = tok
     return out
+
+
+def _cached_tokenizer(repos: list[tuple[str, str]]):
+    """The first of ``repos`` whose tokenizer is in the local Hugging Face cache, else None (never downloads)."""
+    from transformers import CLIPTokenizer
+
+    for repo, sub in repos:
+        try:
+            return CLIPTokenizer.from_pretrained(repo, subfolder=sub, local_files_only=True, cache_dir=HF_CACHE_DIR)
+        except OSError:
+            continue
+    return None
 
 
 # ---- the reverse: a pipeline in the original single-file layout ------------------------------------------

@@ -175,6 +175,33 @@ def build_tiny_pipeline(family: str = "sd1", seed: int = 0, words: Iterable[str]
     return pipe
 
 
+def build_small_sd1_pipeline(seed: int = 0, channels: tuple[int, ...] = (64, 128, 256)):
+    """An SD1-shaped pipeline (SD1's block layout, 2 layers per block, 8-px latents) where compute dominates.
+
+    For benchmarks: at 128 px its latents are 16×16; the VAE and text encoder are small (both run once,
+    cached, outside the training step).
+    """
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    tokenizer = make_tokenizer()
+    text_encoder = _text_encoder(tokenizer, 64, 2, seed + 1)
+    torch.manual_seed(seed + 3)
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        block_out_channels=(16, 16, 32, 32), layers_per_block=1, latent_channels=4,
+                        norm_num_groups=8, sample_size=128).eval()
+    torch.manual_seed(seed + 4)
+    unet = UNet2DConditionModel(
+        sample_size=16, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), block_out_channels=channels,
+        layers_per_block=2, cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32,
+    ).eval()
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", steps_offset=1)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
 def save_tiny_pipeline(path: str | Path, family: str = "sd1", seed: int = 0, words: Iterable[str] = ()) -> Path:
     """Build and save a tiny pipeline as a diffusers folder (safetensors weights)."""
     path = Path(path)

@@ -1,8 +1,9 @@
 """Every network kind is written in the keys A1111/ComfyUI read, and the applied delta equals the trained one.
 
-LoRA, LoCon and DoRA files are loaded back with diffusers (``load_lora_weights``); LoHa and LoKr, which diffusers
-does not read, are rebuilt with the formulas A1111's and ComfyUI's LyCORIS loaders use, written here from their
-documented conventions (scale = alpha / rank of the low-rank factor; LoKr with two full factors: scale 1).
+LoRA and LoCon files are loaded back with diffusers (``load_lora_weights``). DoRA (whose ``dora_scale`` diffusers
+0.42 drops for SD pipelines), LoHa and LoKr are rebuilt with the formulas LyCORIS and the A1111/ComfyUI loaders use,
+written here from their conventions: scale = alpha / rank of the low-rank factor (LoKr with two full factors:
+scale 1); DoRA with wd_on_out: W' = dora_scale · (W + ΔW) / ‖W + ΔW‖ per output row.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def test_written_file_applies_the_trained_delta(models, tmp_path, family, kind):
         assert any(g.startswith("lora_unet_input_blocks_") for g in _groups(sd)), "SGM block names for SDXL"
         assert not any(g.startswith("lora_unet_down_blocks") for g in _groups(sd))
     try:
-        if kind == "dora" and family == "sd1":  # diffusers drops dora_scale for SD1 pipelines (with a warning)
+        if kind == "dora":  # diffusers 0.42's SD1/SDXL loaders drop dora_scale (with a warning): use LyCORIS' formula
             loaded = {k: dora_delta(sd, k, w) for k, w in weights.items()}
         elif kind in ("lora", "locon", "dora"):
             base.pipe.load_lora_weights(str(path), adapter_name="reload")
@@ -144,8 +145,8 @@ def test_key_suffixes_per_kind(models):
         sd = net.kohya_state_dict()
         suffixes[kind] = {k.split(".", 1)[1] for k in sd}
         if kind == "dora":
-            scale = next(v for k, v in sd.items() if k.endswith("attn1_to_q.dora_scale"))
-            assert scale.shape == (32, 1), "LyCORIS wd_on_out layout: one magnitude per output row"
+            key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+            assert sd[f"{key}.dora_scale"].shape == (sd[f"{key}.lora_up.weight"].shape[0], 1), "wd_on_out layout"
         if kind == "locon":
             conv = sd["lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight"]
             assert conv.shape == (2, 32, 3, 3) and sd["lora_unet_down_blocks_0_resnets_0_conv1.alpha"].item() == 3.0

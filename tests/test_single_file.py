@@ -1,0 +1,156 @@
+"""Single-file checkpoints load offline, exactly, with the family read from the file's layout."""
+
+from __future__ import annotations
+
+import warnings
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lorakit.models import ModelError, load_base
+from lorakit.single_file import (
+    architecture_configs,
+    checkpoint_keys,
+    detect_checkpoint_family,
+    save_single_file,
+    to_original_state_dict,
+)
+
+
+def _same_weights(a, b) -> None:
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        pa, pb = getattr(a.pipe, name, None), getattr(b.pipe, name, None)
+        assert (pa is None) == (pb is None), name
+        if pa is None:
+            continue
+        sa, sb = pa.state_dict(), pb.state_dict()
+        assert set(sa) == set(sb), name
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), f"{name}.{k}"
+
+
+@pytest.fixture(scope="module")
+def folders(tiny_sd1, tiny_sd2v, tiny_sdxl):
+    return {"sd1": tiny_sd1, "sd2-v": tiny_sd2v, "sdxl": tiny_sdxl}
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2-v", "sdxl"])
+def test_single_file_round_trip_is_exact(folders, tmp_path, family):
+    folder = folders[family]
+    ref = load_base(str(folder))
+    path = save_single_file(ref.pipe, tmp_path / "model.safetensors", family)
+    assert detect_checkpoint_family(checkpoint_keys(path)) == ("sd2" if family == "sd2-v" else family)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_base(str(path), single_file_config=folder)
+    if family == "sd2-v":  # a v-model is not marked in the file: the assumption is said out loud
+        assert any("v-prediction" in str(w.message) for w in caught)
+    assert loaded.family.name == family and loaded.prediction_type == ref.prediction_type
+    _same_weights(ref, loaded)
+    ids = loaded.family.tokenize(loaded, ["a red circle"])
+    with torch.no_grad():
+        h_ref, p_ref = ref.family.encode(ref, ids)
+        h, p = loaded.family.encode(loaded, ids)
+    # equal weights; the attention kernel transformers picks may differ between the two loaders (≈1e-7)
+    torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-6)
+    if family == "sdxl":
+        torch.testing.assert_close(p, p_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_yaml_beside_an_sd2_file_marks_it_v(folders, tmp_path):
+    ref = load_base(str(folders["sd2-v"]))
+    path = save_single_file(ref.pipe, tmp_path / "sd21.safetensors", "sd2-v")
+    path.with_suffix(".yaml").write_text('model:\n  params:\n    parameterization: "v"\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no guess, so no warning
+        loaded = load_base(str(path), single_file_config=folders["sd2-v"])
+    assert loaded.family.name == "sd2-v"
+
+
+def test_pickled_checkpoint_needs_allow_pickle(folders, tmp_path):
+    ref = load_base(str(folders["sd1"]))
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": to_original_state_dict(ref.pipe, "sd1")}, path)
+    with pytest.raises(ModelError, match="allow_pickle"):
+        load_base(str(path))
+    loaded = load_base(str(path), allow_pickle=True, single_file_config=folders["sd1"])
+    _same_weights(ref, loaded)
+
+
+def test_not_a_checkpoint_is_refused_with_a_reason(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "my_lora.safetensors"
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 2)}, str(path))
+    with pytest.raises(ModelError, match="no Stable Diffusion UNet"):
+        load_base(str(path))
+
+
+def test_without_a_config_nothing_is_downloaded(folders, tmp_path, monkeypatch):
+    """Offline and without a local tokenizer, the error says what to do; it never reaches for the network."""
+    import huggingface_hub
+
+    ref = load_base(str(folders["sd1"]))
+    path = save_single_file(ref.pipe, tmp_path / "m.safetensors", "sd1")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("network access"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LORAKIT_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelError, match="tokenizer|could not be loaded"):
+        load_base(str(path))
+
+
+@pytest.mark.parametrize("family,diffusers_type", [("sd1", "v1"), ("sd2-v", "v2"), ("sdxl", "xl_base")])
+def test_shipped_architecture_configs_match_real_checkpoints(family, diffusers_type):
+    """The shipped configs, built on the meta device, give exactly the key layout and shapes diffusers expects."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders import single_file_utils as sfu
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfgs = architecture_configs(family)
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(cfgs["unet"])
+        vae = AutoencoderKL.from_config(cfgs["vae"])
+        te = CLIPTextModel(CLIPTextConfig(**cfgs["text_encoder"]))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**cfgs["text_encoder_2"])) if family == "sdxl" else None
+    sd = to_original_state_dict(SimpleNamespace(unet=unet, vae=vae, text_encoder=te, text_encoder_2=te2), family)
+    assert sfu.infer_diffusers_model_type(sd) == diffusers_type, "diffusers recognises the real layout"
+    assert detect_checkpoint_family(set(sd)) == ("sd2" if family == "sd2-v" else family)
+    for model, converted in ((unet, sfu.convert_ldm_unet_checkpoint(sd, cfgs["unet"])),
+                             (vae, sfu.convert_ldm_vae_checkpoint(sd, cfgs["vae"]))):
+        ref = model.state_dict()
+        assert set(converted) == set(ref)
+        assert all(converted[k].shape == ref[k].shape for k in ref)
+    n_params = sum(p.numel() for p in unet.parameters())
+    assert {"sd1": 859_520_964, "sd2-v": 865_910_724, "sdxl": 2_567_463_684}[family] == n_params
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2-v", "sdxl"])
+def test_tiny_pipelines_save_and_load_exactly(folders, family):
+    """A saved tiny pipeline loads back bit for bit (SDXL's second encoder included) and builds the same each time."""
+    from lorakit.tiny import build_tiny_pipeline
+
+    built = SimpleNamespace(pipe=build_tiny_pipeline(family, seed=0))
+    _same_weights(built, load_base(str(folders[family])))
+
+
+def test_tokenizers_come_from_the_local_cache_as_a1111_leaves_it(folders, tmp_path, monkeypatch):
+    """Only openai/clip-vit-large-patch14 cached (what A1111 downloads): SDXL's second tokenizer is derived from it."""
+    import shutil
+
+    import lorakit.single_file as sf
+
+    ref = load_base(str(folders["sdxl"]))
+    snapshot = tmp_path / "hub" / "models--openai--clip-vit-large-patch14" / "snapshots" / ("0" * 40)
+    ref.pipe.tokenizer.save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    config = tmp_path / "config"
+    shutil.copytree(folders["sdxl"], config, ignore=shutil.ignore_patterns("tokenizer*", "*.safetensors"))
+    monkeypatch.setattr(sf, "HF_CACHE_DIR", str(tmp_path / "hub"))
+    path = save_single_file(ref.pipe, tmp_path / "xl.safetensors", "sdxl")
+    loaded = load_base(str(path), single_file_config=config)
+    _same_weights(ref, loaded)
+    assert loaded.pipe.tokenizer.get_vocab() == ref.pipe.tokenizer.get_vocab()
+    assert loaded.pipe.tokenizer_2.pad_token == "!", "OpenCLIP pads with '!'"
