@@ -86,6 +86,11 @@ class ModelConfig:
         choices=PREDICTION_TYPES,
     )
     allow_pickle: bool = _f(False, "Allow loading a pickled .ckpt file. Pickles can run code: only for files you trust.")
+    single_file_config: str = _f(
+        "",
+        "Only for a single-file checkpoint: a diffusers folder of the same family to take configs and tokenizer "
+        "from. Empty = lorakit's built-in configs (tokenizer from the local Hugging Face cache).",
+    )
     clip_skip: int = _f(1, "Use the output of the N-th last text-encoder layer (1 = last; anime models often use 2).")
 
     def __post_init__(self) -> None:

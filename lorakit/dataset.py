@@ -188,8 +188,16 @@ def vae_fingerprint(vae) -> str:
     return h.hexdigest()[:16]
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:24]
+    """Content hash of a file, computed once per (path, size, mtime): the training loop asks every step."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
+    return _DIGESTS[key]
 
 
 class LatentCache:
@@ -231,8 +239,16 @@ class LatentCache:
         im = load_image_for_bucket(item.path, item.bucket)
         if flip:
             im = ImageOps.mirror(im)
-        pixels = to_tensor(im)[None].to(self.vae.device, self.vae.dtype)
-        dist = self.vae.encode(pixels).latent_dist
+        # SDXL's VAE overflows in fp16 (config.force_upcast): encode in fp32, then put it back as it was
+        upcast = bool(getattr(self.vae.config, "force_upcast", False)) and self.vae.dtype == torch.float16
+        if upcast:
+            self.vae.to(torch.float32)
+        try:
+            pixels = to_tensor(im)[None].to(self.vae.device, self.vae.dtype)
+            dist = self.vae.encode(pixels).latent_dist
+        finally:
+            if upcast:
+                self.vae.to(torch.float16)
         # the mean, not a sample: a cached sample would freeze one draw of the VAE's noise for the whole run
         return ((dist.mean - self.shift) * self.scale)[0].float().cpu()
 

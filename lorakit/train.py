@@ -102,7 +102,8 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
     # the frozen base model in half precision on the GPU (the adapter itself stays fp32)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     base = load_base(cfg.model.base_model, family=cfg.model.family, prediction_type=cfg.model.prediction_type,
-                     dtype=weight_dtype, device=accelerator.device, allow_pickle=cfg.model.allow_pickle)
+                     dtype=weight_dtype, device=accelerator.device, allow_pickle=cfg.model.allow_pickle,
+                     single_file_config=cfg.model.single_file_config or None)
     _configure_speed(base, cfg)
 
     # ---- data: scan, buckets, latents cached once (the VAE never runs inside the loop) ----
@@ -121,10 +122,13 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                         project.cache_dir / "latents" if d.cache_latents_to_disk else None,
                         write=accelerator.is_main_process)
     if d.cache_latents:
-        for it in items:
-            cache.get(it, False)
-            if d.flip_aug:
-                cache.get(it, True)
+        try:
+            for it in items:
+                cache.get(it, False)
+                if d.flip_aug:
+                    cache.get(it, True)
+        except torch.cuda.OutOfMemoryError as e:
+            raise RuntimeError(OOM_ADVICE) from e
     world, rank = accelerator.num_processes, accelerator.process_index
     batches_per_epoch = len(epoch_batches(items, t.train_batch_size, t.seed, 0, d.flip_aug)) // world
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.optimizer.gradient_accumulation_steps)
@@ -329,10 +333,10 @@ def _install_sigterm():
 
 
 def _configure_speed(base: BaseModel, cfg: TrainConfig) -> None:
-    if cfg.training.sdpa:
-        from diffusers.models.attention_processor import AttnProcessor2_0
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-        base.unet.set_attn_processor(AttnProcessor2_0())
+    # SDPA: PyTorch's fused attention (flash / memory-efficient kernels on CUDA); off = the classic matmul version
+    base.unet.set_attn_processor(AttnProcessor2_0() if cfg.training.sdpa else AttnProcessor())
     if cfg.training.torch_compile and not getattr(base.unet, "_lorakit_compiled", False):
         base.unet.compile()
         base.unet._lorakit_compiled = True
