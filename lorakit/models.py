@@ -13,6 +13,7 @@ One loaded instance per (source, dtype, device) is kept per process, so a rerun 
 from __future__ import annotations
 
 import json
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -192,7 +193,8 @@ def load_base(
     key = (src, family, prediction_type, dtype, str(device))
     if key in _CACHE:
         return _CACHE[key]
-    pipe = _load_pipeline(src, family, dtype, allow_pickle, allow_download, single_file_config)
+    with quiet_loading():
+        pipe = _load_pipeline(src, family, dtype, allow_pickle, allow_download, single_file_config)
     detected = detect_family(pipe)
     fam_name = detected if family == "auto" else family
     if family != "auto" and family != detected and not (family.startswith("sd2") and detected.startswith("sd2")):
@@ -230,7 +232,7 @@ def _load_pipeline(src: str, family: str, dtype, allow_pickle: bool, allow_downl
             raise ModelError(f"{path} is a folder but not a diffusers model (no model_index.json).")
         index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
         extra = {"safety_checker": None} if "safety_checker" in index else {}  # SDXL has none: no warning
-        return DiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True, **extra)
+        return DiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=True, **extra)
     if path.is_file():
         if path.suffix in (".ckpt", ".pt", ".bin") and not allow_pickle:
             raise ModelError(
@@ -249,8 +251,30 @@ def _load_pipeline(src: str, family: str, dtype, allow_pickle: bool, allow_downl
                 "unless asked. Pass allow_download=True (CLI: --download) to fetch it, or give a local path."
             )
         cls = StableDiffusionXLPipeline if "xl" in src.lower() else StableDiffusionPipeline
-        return cls.from_pretrained(src, torch_dtype=dtype, safety_checker=None)
+        return cls.from_pretrained(src, dtype=dtype, safety_checker=None)
     raise ModelError(f"Base model {src!r} not found. Give a diffusers folder or a .safetensors file.")
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """No per-file progress bars or library chatter while loading: a notebook shows what matters."""
+    from diffusers.utils import logging as d_logging
+    from transformers.utils import logging as t_logging
+
+    levels = (d_logging.get_verbosity(), t_logging.get_verbosity())
+    d_logging.set_verbosity_error()
+    t_logging.set_verbosity_error()
+    d_logging.disable_progress_bar()
+    t_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            yield
+    finally:
+        d_logging.set_verbosity(levels[0])
+        t_logging.set_verbosity(levels[1])
+        d_logging.enable_progress_bar()
+        t_logging.enable_progress_bar()
 
 
 def clear_cache() -> None:

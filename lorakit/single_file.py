@@ -189,7 +189,7 @@ def load_single_file(path: Path, family: str = "auto", dtype=None, config: str |
     if cls is StableDiffusionPipeline:
         extra |= {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     try:
-        pipe = cls.from_single_file(str(path), config=str(folder), local_files_only=True, torch_dtype=dtype, **extra)
+        pipe = cls.from_single_file(str(path), config=str(folder), local_files_only=True, dtype=dtype, **extra)
     except (ValueError, RuntimeError, KeyError) as e:
         raise ModelError(f"{path.name} could not be loaded as {fam} with the configs in {folder}: {e}. If it is a "
                          "fine-tune with another architecture, pass its diffusers folder as the config.") from e
