@@ -12,8 +12,8 @@ One loaded instance per (source, dtype, device) is kept per process, so a rerun 
 
 from __future__ import annotations
 
-import json
 import contextlib
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
