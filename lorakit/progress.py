@@ -88,3 +88,43 @@ def default_callbacks(project) -> list[Callback]:
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(TensorBoardCallback(project.logs_dir / "tensorboard"))
     return callbacks
+
+
+def loss_figure(losses: list[float], title: str = "training loss"):
+    """A matplotlib figure of the loss per step, raw (faint) and smoothed."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    steps = range(1, len(losses) + 1)
+    ax.plot(steps, losses, alpha=0.3, label="loss")
+    ax.plot(steps, smooth(losses), label="smoothed")
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    plt.close(fig)  # returned for display; not drawn twice by the inline backend
+    return fig
+
+
+def samples_sheet(paths, prompts: list[str] | None = None):
+    """The sample images of a run as one picture: a row per epoch, a column per prompt (labeled with it)."""
+    from PIL import Image
+
+    from lorakit.grid import draw_grid
+
+    rows: dict[str, dict[int, str]] = {}
+    for p in sorted(paths):
+        rows.setdefault(p.parent.name, {})[int(p.stem.rsplit("_", 1)[-1])] = p
+    if not rows:
+        return None
+    cols = sorted({i for r in rows.values() for i in r})
+    images = []
+    for epoch in sorted(rows):
+        first = Image.open(next(iter(rows[epoch].values()))).convert("RGB")
+        blank = Image.new("RGB", first.size, "white")
+        images.append([Image.open(rows[epoch][i]).convert("RGB") if i in rows[epoch] else blank for i in cols])
+    from lorakit.sampling import parse_sample_prompt
+
+    labels = [parse_sample_prompt(prompts[i]).prompt if prompts and i < len(prompts) else f"prompt {i + 1}"
+              for i in cols]
+    return draw_grid(images, labels, [f"epoch {int(e)}" for e in sorted(rows)])

@@ -10,7 +10,7 @@ from IPython.display import Image as IPImage
 from IPython.display import display
 
 from lorakit.config import TrainConfig
-from lorakit.progress import TqdmCallback, smooth
+from lorakit.progress import TqdmCallback, loss_figure
 from lorakit.train import TrainResult
 
 QUICK_FIELDS = [
@@ -69,15 +69,7 @@ class LiveView(TqdmCallback):
         self.draw()
 
     def draw(self) -> None:
-        import matplotlib.pyplot as plt
-
         self._last = time.monotonic()
-        fig, ax = plt.subplots(figsize=(7, 2.6))
-        ax.plot(self.losses, alpha=0.3, label="loss")
-        ax.plot(smooth(self.losses), label="smoothed")
-        ax.set_xlabel("step")
-        ax.legend()
         with self.plot:
             self.plot.clear_output(wait=True)
-            display(fig)
-        plt.close(fig)
+            display(loss_figure(self.losses))

@@ -24,7 +24,7 @@ from lorakit.demo import demo_config
 from lorakit.launch import launch_training, result_from_project
 from lorakit.models import base_model_from_env
 from lorakit.project import Project
-from lorakit.progress import summary
+from lorakit.progress import loss_figure, samples_sheet, summary
 from lorakit.train import train
 from lorakit.ui.train import LiveView, TrainForm
 
@@ -61,6 +61,16 @@ if MULTI_GPU:
 
 # %%
 summary(result)
+
+# %% [markdown]
+# The loss of the whole run, and the samples drawn at the end of each epoch (one row per epoch): look for the
+# epoch where the concept appears and the prompts still steer colour and background.
+
+# %%
+loss_figure(result.losses)
+
+# %%
+samples_sheet(result.samples, form.value().sampling.sample_prompts)
 
 # %% [markdown]
 # Next: **04 · evaluate** — compare the checkpoints at several strengths in an X/Y grid.
