@@ -82,9 +82,9 @@ def _cmd_grid(args) -> int:
         return 2
     base_model = args.base_model or (cfg.model.base_model if cfg else "")
     out = make_grid(project, spec, base_model=base_model)
-    for path in out.paths:
+    for path in out.paths + out.exports:  # the grids, then their A1111 and ComfyUI files
         print(path)
-    print(f"{out.images} images in {out.seconds:.1f}s ({out.images / max(out.seconds, 1e-9):.2f} images/s)")
+    print(out.summary())  # cells, images sampled, batches, reuse, time and images/s
     return 0
 
 

@@ -37,7 +37,8 @@ SAMPLERS: dict[str, tuple[str, dict]] = {
     "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
     # diffusers' documented stand-in for A1111's stochastic sampler (its own SDE scheduler needs torchsde)
     "DPM++ SDE Karras": ("DPMSolverSinglestepScheduler", {"use_karras_sigmas": True}),
-    "DDIM": ("DDIMScheduler", {}),
+    # diffusers' DDIM clips the predicted x0 to [-1, 1] unless told not to: right for pixels, wrong for latents
+    "DDIM": ("DDIMScheduler", {"clip_sample": False}),
     "UniPC": ("UniPCMultistepScheduler", {}),
     "Heun": ("HeunDiscreteScheduler", {}),
     "LMS": ("LMSDiscreteScheduler", {}),
@@ -77,9 +78,16 @@ def make_scheduler(pipe_scheduler_config, name: str):
 
     cls_name, extra = SAMPLERS[sampler_name(name)]
     cls = getattr(diffusers, cls_name)
-    if pipe_scheduler_config.get("rescale_betas_zero_snr") and not _accepts(cls, "rescale_betas_zero_snr"):
-        warnings.warn(f"{name}: {cls_name} ignores the model's zero-terminal-SNR schedule; backgrounds may come out "
-                      "wrong. Prefer Euler a, Euler, DPM++ 2M, DDIM or UniPC with this model.", stacklevel=2)
+    if pipe_scheduler_config.get("rescale_betas_zero_snr"):
+        if not _accepts(cls, "rescale_betas_zero_snr"):
+            warnings.warn(f"{name}: {cls_name} ignores the model's zero-terminal-SNR schedule; backgrounds may come "
+                          "out wrong. Prefer Euler a, Euler, DPM++ 2M, DDIM or UniPC with this model.", stacklevel=2)
+        elif extra.get("use_karras_sigmas"):
+            # Karras spacing from sigma_max = 4096 puts most steps at t = 999 (and diffusers' index runs past
+            # its end at 25+ steps): sample on the model's own spacing instead
+            warnings.warn(f"{name}: Karras sigmas do not suit a zero-terminal-SNR model; using the model's own "
+                          "timestep spacing.", stacklevel=2)
+            extra = {k: v for k, v in extra.items() if k != "use_karras_sigmas"}
     # drop what an earlier sampler set (Karras sigmas), so that "Euler" after "DPM++ 2M Karras" is plain Euler
     base_config = {k: v for k, v in dict(pipe_scheduler_config).items() if k not in _SAMPLER_OPTIONS}
     return cls.from_config(base_config, **extra)
@@ -113,20 +121,38 @@ def find_lora(name: str, dirs: Sequence[str | Path]) -> Path:
     raise GenerateError(f"<lora:{name}> not found in {', '.join(map(str, dirs))}; available: {', '.join(known) or 'none'}")
 
 
+def _trained_on(path: str) -> str:
+    """The base model a LoRA file says it was trained on (kohya's ss_* metadata), or 'unknown'."""
+    from lorakit.checkpoint import read_lora_metadata
+
+    try:
+        meta = read_lora_metadata(path)
+    except Exception:  # an unreadable header says nothing either
+        return "unknown"
+    parts = [meta.get("ss_sd_model_name", ""), meta.get("ss_base_model_version", "")]
+    return ", ".join(p for p in parts if p) or "unknown"
+
+
 @contextlib.contextmanager
 def _quiet_loading():
-    """Silence the load reports that list a LoRA's keys as 'MISSING' although they load, and their bars."""
+    """Silence the load reports that list a LoRA's keys as 'MISSING' although they load, and their bars.
+
+    Failures still raise (Generator._load turns the common one into a GenerateError that says what to do).
+    """
+    from diffusers.utils import logging as df_logging
     from transformers.utils import logging as hf_logging
 
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    levels, bars = (hf_logging.get_verbosity(), df_logging.get_verbosity()), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    df_logging.set_verbosity(df_logging.CRITICAL)
     hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*peft_config.*multiple adapters")
             yield
     finally:
-        hf_logging.set_verbosity(level)
+        hf_logging.set_verbosity(levels[0])
+        df_logging.set_verbosity(levels[1])
         if bars:
             hf_logging.enable_progress_bar()
 
@@ -154,11 +180,25 @@ class Generator:
                 raise GenerateError(f"LoRA file not found: {path}")
             serial = self.base.extra["adapter_serial"] = self.base.extra.get("adapter_serial", 0) + 1
             name = f"lora{serial}_{Path(path).stem}".replace(".", "_").replace("-", "_")
-            with _quiet_loading():
-                self.pipe.load_lora_weights(key, adapter_name=name)
-            self.loads += 1
+            self._load(key, name)
         self._adapters[key] = name  # (re)inserted last: the most recently used
         return name
+
+    def _load(self, path: str, name: str) -> None:
+        """Load one LoRA file as adapter ``name``; a file made for another base model is refused with the reason."""
+        try:
+            with _quiet_loading():
+                self.pipe.load_lora_weights(path, adapter_name=name)
+        except (RuntimeError, ValueError) as e:
+            with contextlib.suppress(Exception), warnings.catch_warnings():  # leave no half-loaded adapter behind
+                warnings.simplefilter("ignore")
+                self.pipe.delete_adapters(name)
+            if "size mismatch" not in str(e):
+                raise
+            raise GenerateError(f"{Path(path).name} does not fit {self.base.source}: its layer sizes differ, so it was "
+                                f"trained for another base model ({_trained_on(path)}). Generate with that model."
+                                ) from None
+        self.loads += 1
 
     def _evict(self, keep: int) -> None:
         while len(self._adapters) > max(keep, 0):

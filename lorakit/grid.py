@@ -1,8 +1,8 @@
 """X/Y/Z grids, as in AUTOMATIC1111's X/Y/Z plot: axes of checkpoint, strength, Prompt S/R, seed, CFG, steps, sampler.
 
-    spec = GridSpec(prompt="a zkx on a green background", x=parse_axis("checkpoint", project),
-                    y=parse_axis("strength=1.0,0.75,0.5", project))
-    result = make_grid(project, spec)      # grids/<stamp>.png (+ .json), labeled like A1111's
+    spec = build_spec(project, "checkpoint", "strength=1,0.75,0.5", prompt="a yellow blicket on a green background")
+    result = make_grid(project, spec)      # grids/<stamp>.png, labeled like A1111's, + .json/.a1111.txt/.comfyui.json
+    print(result.summary())                # cells, images sampled, batches, seconds, images/s
 
 Cells that share everything but prompt and seed are generated in one batch; identical cells (every strength-0
 cell is the base image) are generated once. The PNG carries the generation parameters in a ``parameters`` text
@@ -25,11 +25,12 @@ from PIL.PngImagePlugin import PngInfo
 from lorakit import handoff
 from lorakit.config import TrainConfig
 from lorakit.files import atomic_path, atomic_write_text
-from lorakit.generate import Generator, sampler_name
+from lorakit.generate import Generator, parse_prompt, sampler_name
 from lorakit.project import Project
 
 Annotate = Callable[["Cell", Image.Image], "str | None"]
 
+HIGHLIGHT = (255, 128, 0)  # the frame of the suggested cell
 AXIS_KINDS = ("checkpoint", "strength", "prompt", "seed", "cfg", "steps", "sampler")
 
 
@@ -60,8 +61,10 @@ class Cell:
     height: int | None = None
 
     def batch_key(self) -> tuple:
+        """What cells must share to be drawn in one batch: LoRAs (file and prompt tags) and sampling settings."""
         lora = (self.checkpoint, self.strength) if self.checkpoint and self.strength else None
-        return (lora, self.negative_prompt, self.cfg, self.steps, self.sampler, self.width, self.height)
+        tags = tuple(parse_prompt(self.prompt)[1])
+        return (lora, tags, self.negative_prompt, self.cfg, self.steps, self.sampler, self.width, self.height)
 
     def image_key(self) -> tuple:
         return (*self.batch_key(), self.prompt, self.seed)
@@ -107,7 +110,8 @@ class GridResult:
     notes: list[list[list[str]]] = field(default_factory=list)
     grids: list[Image.Image] = field(default_factory=list, repr=False)
     exports: list[Path] = field(default_factory=list)
-    best: tuple[int, int, int] | None = None  # (z, row, col) framed in green, from the ``best`` hook
+    best: tuple[int, int, int] | None = None  # (z, row, col) framed in orange, from the ``best`` hook
+    rendered: dict[tuple, Image.Image] = field(default_factory=dict, repr=False)  # image_key -> image
 
     @property
     def images_per_second(self) -> float:
@@ -216,7 +220,9 @@ def _apply(cell: Cell, axis: Axis | None, i: int) -> Cell:
 def plan(spec: GridSpec, project: Project | None = None) -> list[list[list[Cell]]]:
     """The cells [z][row][col] of a grid spec."""
     checkpoint = spec.checkpoint
-    if checkpoint is None and project is not None and "checkpoint" not in {a.kind for a in (spec.x, spec.y, spec.z) if a}:
+    axes = {a.kind for a in (spec.x, spec.y, spec.z) if a}
+    tagged = bool(parse_prompt(spec.prompt)[1])  # the prompt names its LoRAs itself, as in A1111
+    if checkpoint is None and project is not None and "checkpoint" not in axes and not tagged:
         files = project.checkpoints()
         checkpoint = str(files[-1]) if files else None
     start = Cell(spec.prompt, spec.negative_prompt, spec.seed, spec.cfg, spec.steps, sampler_name(spec.sampler),
@@ -241,19 +247,26 @@ def batch_groups(cells: list[Cell], batch_size: int = 8) -> list[list[Cell]]:
     return out
 
 
-def render_cells(gen: Generator, cells: list[Cell], batch_size: int = 8, progress: bool = False) -> Rendered:
-    """Generate each distinct image once, batching cells that share LoRA and sampling settings."""
+def render_cells(gen: Generator, cells: list[Cell], batch_size: int = 8, progress: bool = False,
+                 cache: dict[tuple, Image.Image] | None = None, lora_dirs: list[Path] | None = None) -> Rendered:
+    """Generate each distinct image once, batching cells that share LoRA and sampling settings.
+
+    Images already in ``cache`` (image_key -> image, e.g. an earlier GridResult.rendered) are not drawn again;
+    new ones are added to it. ``<lora:name:w>`` tags in prompts are looked up in ``lora_dirs``.
+    """
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    batches = batch_groups(cells, batch_size)
-    out = Rendered({}, batches=len(batches))
+    images = cache if cache is not None else {}
+    batches = batch_groups([c for c in cells if c.image_key() not in images], batch_size)
+    out = Rendered(images, batches=len(batches))
     for group in tqdm(batches, desc="grid", unit="batch", disable=not progress):
         first = group[0]
         lora = [(first.checkpoint, first.strength)] if first.checkpoint and first.strength else []
         images = gen.generate_batch([c.prompt for c in group], seeds=[c.seed for c in group], loras=lora,
                                     negative_prompt=first.negative_prompt, steps=first.steps, cfg=first.cfg,
-                                    sampler=first.sampler, width=first.width, height=first.height)
+                                    sampler=first.sampler, width=first.width, height=first.height,
+                                    lora_dirs=lora_dirs or ())
         out.generated += len(images)
         for c, im in zip(group, images, strict=True):
             out.images[c.image_key()] = im
@@ -287,7 +300,7 @@ def draw_grid(images: list[list[Image.Image]], col_labels: list[str], row_labels
               notes: list[list[str]] | None = None, highlight: tuple[int, int] | None = None) -> Image.Image:
     """Images in rows and columns with headers on top and at the left, like A1111's grids.
 
-    ``notes`` [row][col] are written under each image; ``highlight`` (row, col) frames one cell in green.
+    ``notes`` [row][col] are written under each image; ``highlight`` (row, col) frames one cell in orange.
     """
     images = _zoom(images)
     w, h = images[0][0].size
@@ -317,7 +330,9 @@ def draw_grid(images: list[list[Image.Image]], col_labels: list[str], row_labels
     if highlight is not None:
         j, i = highlight
         box = (left + i * w, top + j * cell_h, left + (i + 1) * w - 1, top + j * cell_h + cell_h - 1)
-        d.rectangle(box, outline=(0, 170, 0), width=max(3, w // 48))
+        t = max(3, w // 48)  # orange with a black inner line: visible on any background
+        d.rectangle(box, outline=HIGHLIGHT, width=t)
+        d.rectangle((box[0] + t, box[1] + t, box[2] - t, box[3] - t), outline="black", width=1)
     return out
 
 
@@ -333,7 +348,7 @@ def headers(axis: Axis | None) -> list[str]:
 def make_grid(project: Project, spec: GridSpec, base_model: str = "", generator: Generator | None = None,
               stamp: str | None = None, annotate: Annotate | None = None,
               best: Callable[[GridResult], tuple[int, int, int] | None] | None = None, batch_size: int = 8,
-              progress: bool = False) -> GridResult:
+              progress: bool = False, cache: dict[tuple, Image.Image] | None = None) -> GridResult:
     """Generate and save the grid(s) of ``spec``: one PNG (+ JSON, A1111 and ComfyUI files) per Z value.
 
     ``annotate(cell, image)`` returns a note written under the cell; ``best(result)`` the (z, row, col) to frame.
@@ -341,9 +356,10 @@ def make_grid(project: Project, spec: GridSpec, base_model: str = "", generator:
     gen = generator or Generator(base_model)
     t0 = time.perf_counter()
     cells = plan(spec, project)
-    rendered = render_cells(gen, [c for z in cells for row in z for c in row], batch_size, progress)
+    rendered = render_cells(gen, [c for z in cells for row in z for c in row], batch_size, progress, cache,
+                            [project.output_dir])
     result = GridResult(cells=cells, images=sum(len(row) for z in cells for row in z), generated=rendered.generated,
-                        batches=rendered.batches, generate_seconds=rendered.seconds)
+                        batches=rendered.batches, generate_seconds=rendered.seconds, rendered=rendered.images)
     for z_cells in cells:
         imgs = [[rendered.images[c.image_key()] for c in row] for row in z_cells]
         result.cell_images.append(imgs)

@@ -17,6 +17,8 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lorakit.generate import parse_prompt
+
 if TYPE_CHECKING:  # grid imports this module: no import cycle at run time
     from lorakit.grid import Axis, Cell, GridSpec
 
@@ -123,13 +125,15 @@ def comfyui_workflow(cells: list[Cell], base_checkpoint: str, size: tuple[int, i
     ckpt = g.add("CheckpointLoaderSimple", "base model", ckpt_name=base_checkpoint)
     latent = g.add("EmptyLatentImage", width=size[0], height=size[1], batch_size=1)
     for cell, label in zip(cells, labels, strict=True):
+        text, tags = parse_prompt(cell.prompt)  # ComfyUI reads no <lora:...> tags: they become LoraLoaders
+        loras = [(Path(cell.checkpoint).name, cell.strength)] if cell.checkpoint and cell.strength else []
+        loras += [(f"{t.name}.safetensors", t.weight) for t in tags if t.weight]
         model, clip = [ckpt, 0], [ckpt, 1]
-        if cell.checkpoint and cell.strength:
-            lora = g.add("LoraLoader", lora_tag(cell.checkpoint, cell.strength), model=[ckpt, 0], clip=[ckpt, 1],
-                         lora_name=Path(cell.checkpoint).name, strength_model=cell.strength,
-                         strength_clip=cell.strength)
+        for name, strength in loras:  # chained, as ComfyUI stacks LoRAs
+            lora = g.add("LoraLoader", f"<lora:{Path(name).stem}:{strength:g}>", model=model, clip=clip,
+                         lora_name=name, strength_model=strength, strength_clip=strength)
             model, clip = [lora, 0], [lora, 1]
-        positive = g.add("CLIPTextEncode", "positive", text=cell.prompt, clip=clip)
+        positive = g.add("CLIPTextEncode", "positive", text=text, clip=clip)
         negative = g.add("CLIPTextEncode", "negative", text=cell.negative_prompt, clip=clip)
         sampler_name, scheduler = COMFY_SAMPLERS[cell.sampler]
         sampled = g.add("KSampler", label, model=model, positive=[positive, 0], negative=[negative, 0],

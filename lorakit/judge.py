@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from lorakit.dataset import parse_folder_name, scan_dataset
+from lorakit.generate import sampler_name
 from lorakit.project import Project
 
 if TYPE_CHECKING:
@@ -63,17 +64,30 @@ def verdict(diff: float, prompt: str = "", triggers: Sequence[str] = ()) -> tupl
 
 
 def lora_effect(gen: Generator, checkpoints: Sequence[str | Path], prompt: str, seeds: Sequence[int] = (1, 2, 3, 4),
-                triggers: Sequence[str] = (), **sampling: Any) -> list[Effect]:
+                triggers: Sequence[str] = (), cache: dict | None = None, **sampling: Any) -> list[Effect]:
     """For each checkpoint, the mean |image at strength 1 - image at strength 0| over fixed seeds.
 
-    ``sampling`` goes to ``Generator.generate_batch`` (steps, cfg, sampler, negative_prompt, width, height).
+    ``sampling``: negative_prompt, steps, cfg, sampler, width, height (as in a GridSpec); ``cache`` as in
+    ``lorakit.grid.render_cells`` (images a grid already drew are reused).
     """
-    prompts = [prompt] * len(seeds)
-    base = gen.generate_batch(prompts, seeds=list(seeds), **sampling)
+    from lorakit.grid import Cell, render_cells
+
+    settings = {"negative_prompt": "", "steps": 20, "cfg": 7.0, "sampler": "Euler a", **sampling}
+    settings["sampler"] = sampler_name(settings["sampler"])
+    unknown = set(settings) - {"negative_prompt", "steps", "cfg", "sampler", "width", "height"}
+    if unknown:
+        raise TypeError(f"lora_effect: unknown sampling settings {sorted(unknown)}")
+
+    def cells(ckpt: str | Path | None) -> list[Cell]:
+        return [Cell(prompt=prompt, seed=int(s), checkpoint=str(ckpt) if ckpt else None, strength=1.0 if ckpt else 0.0,
+                     **settings) for s in seeds]
+
+    wanted = {str(c): cells(c) for c in checkpoints}
+    images = render_cells(gen, cells(None) + [c for group in wanted.values() for c in group], cache=cache).images
+    base = [images[c.image_key()] for c in cells(None)]
     out = []
-    for ckpt in checkpoints:
-        images = gen.generate_batch(prompts, seeds=list(seeds), loras=[(ckpt, 1.0)], **sampling)
-        diff = float(np.mean([mean_abs_diff(a, b) for a, b in zip(base, images, strict=True)]))
+    for ckpt, group in wanted.items():
+        diff = float(np.mean([mean_abs_diff(a, images[c.image_key()]) for a, c in zip(base, group, strict=True)]))
         out.append(Effect(Path(ckpt).stem, round(diff, 2), *verdict(diff, prompt, triggers)))
     return out
 
@@ -227,7 +241,10 @@ def score_pairs(pairs: Iterable[tuple[Cell, Image.Image]], triggers: Sequence[st
         acc[0] += s["likeness"]
         acc[1] += s["adaptability"]
         acc[2] += 1
-    return [Choice(Path(c).stem if c else "(base)", st, lk / n, ad / n, int(n)) for (c, st), (lk, ad, n) in sums.items()]
+    first_seen = {c: i for i, c in enumerate(dict.fromkeys(c for c, _ in sums))}  # grid columns: training order
+    keys = sorted(sums, key=lambda k: (first_seen[k[0]], -k[1]))
+    return [Choice(Path(c).stem if c else "(base)", st, sums[(c, st)][0] / sums[(c, st)][2],
+                   sums[(c, st)][1] / sums[(c, st)][2], int(sums[(c, st)][2])) for c, st in keys]
 
 
 def _choice_key(cell: Cell) -> tuple[str, float]:
@@ -243,18 +260,24 @@ def score_choices(result: GridResult, triggers: Sequence[str] = ()) -> list[Choi
 
 
 def score_sweep(gen: Generator, spec: GridSpec, project: Project, seeds: Sequence[int] = range(1, 9),
-                batch_size: int = 8, progress: bool = False) -> list[Choice]:
-    """Score every checkpoint × strength of a grid spec over several seeds (one seed is a coin toss)."""
+                batch_size: int = 8, progress: bool = False, cache: dict | None = None) -> list[Choice]:
+    """Score every checkpoint × strength of a grid spec over several seeds (one seed is a coin toss).
+
+    ``cache`` (e.g. the grid's GridResult.rendered) saves drawing the cells the grid already drew.
+    """
     from lorakit.grid import plan, render_cells
 
     cells = [replace(c, seed=int(s)) for z in plan(spec, project) for row in z for c in row for s in seeds]
-    rendered = render_cells(gen, cells, batch_size, progress)
+    rendered = render_cells(gen, cells, batch_size, progress, cache)
     return score_pairs([(c, rendered.images[c.image_key()]) for c in cells], trigger_words(project))
 
 
 def pick_best(choices: Sequence[Choice], order: Sequence[str] = ()) -> Choice | None:
-    """The best choice; ties go to the earlier checkpoint (less training) and the lower strength."""
-    if not choices:
+    """The best choice; ties go to the earlier checkpoint (less training) and the lower strength.
+
+    None when no choice shows the concept at all: then there is nothing to pick.
+    """
+    if not any(c.likeness for c in choices):
         return None
     rank = {name: i for i, name in enumerate(order)}
     return max(choices, key=lambda c: (round(c.score, 6), -rank.get(c.checkpoint, len(rank)), -c.strength))
@@ -267,7 +290,7 @@ def best_cell(project: Project | None = None) -> Callable[[GridResult], tuple[in
 
     def best(result: GridResult) -> tuple[int, int, int] | None:
         choice = pick_best(score_choices(result, triggers), order)
-        if choice is None or choice.likeness == 0:
+        if choice is None:
             return None
         for k, z_cells in enumerate(result.cells):
             for j, row in enumerate(z_cells):
@@ -288,3 +311,14 @@ def choices_table(choices: Sequence[Choice], best: Choice | None = None) -> str:
         mark = "  <- best" if best is not None and c == best else ""
         lines.append(f"{c.checkpoint:<{width}}  {c.strength:8g}  {c.likeness:8.0%}  {c.adaptability:12.0%}  {c.n:3d}{mark}")
     return "\n".join(lines)
+
+
+def suggestion(choices: Sequence[Choice], best: Choice | None) -> str:
+    """One sentence: what to use, or why nothing can be suggested."""
+    if not choices:
+        return "The prompt is not a toy-world prompt, so there are no scores: judge the grid by eye."
+    if best is None:
+        return ("No checkpoint draws the concept yet (likeness 0 everywhere): train longer, raise the learning rate, "
+                "or check that the prompt uses the trigger word.")
+    return (f"Suggested: {best.checkpoint} at strength {best.strength:g} "
+            f"(likeness {best.likeness:.0%}, adaptability {best.adaptability:.0%} over {best.n} images).")

@@ -58,6 +58,7 @@ def test_sampler_names_and_errors(base):
     assert karras.config.use_karras_sigmas
     plain = make_scheduler(karras.config, "Euler")
     assert not plain.config.use_karras_sigmas, "Karras sigmas must not leak into the next sampler"
+    assert not make_scheduler(base.pipe.scheduler.config, "DDIM").config.clip_sample, "latents are not clipped"
 
 
 def test_parse_prompt_with_several_tags():
@@ -139,3 +140,36 @@ def test_missing_lora_tag_names_the_available_files(base, files):
     gen = Generator(base)
     with pytest.raises(GenerateError, match="style_a"):
         gen.generate("zkx <lora:nope:1>", lora_dirs=[files["a"].parent], **FAST)
+
+
+def test_lora_for_another_base_model_is_refused_cleanly(base, files, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(files["unet_only"]))
+    key = next(k for k in sd if k.endswith("attn2_to_k.lora_down.weight"))
+    sd[key] = torch.zeros(sd[key].shape[0], sd[key].shape[1] * 2)  # a text encoder twice as wide: another model
+    other = tmp_path / "for_sdxl.safetensors"
+    save_file(sd, str(other), metadata={"ss_sd_model_name": "sd_xl_base_1.0", "ss_base_model_version": "sdxl_base_v1-0"})
+    gen = Generator(base)
+    with pytest.raises(GenerateError, match=r"for_sdxl.safetensors does not fit .*sd_xl_base_1.0"):
+        gen.generate("zkx", seed=1, loras=[(other, 1.0)], **FAST)
+    assert not any("for_sdxl" in name for name in getattr(base.unet, "peft_config", {}))
+    ok = _pixels(gen.generate("zkx", seed=1, loras=[(files["a"], 1.0)], **FAST))
+    assert ok.std() > 1
+
+
+def test_zero_terminal_snr_models_get_samplers_that_work():
+    """The toy base model's schedule (v-prediction, zero terminal SNR, trailing): Karras spacing would put most
+    steps at t = 999 and overrun diffusers' index at 25 steps; LMS/Heun ignore the rescaled betas."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    config = EulerAncestralDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                             prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                                             timestep_spacing="trailing").config
+    with pytest.warns(UserWarning, match="Karras sigmas do not suit"):
+        karras = make_scheduler(config, "DPM++ 2M Karras")
+    karras.set_timesteps(25)
+    assert not karras.config.use_karras_sigmas and len(set(karras.timesteps.tolist())) == 25
+    assert karras.config.rescale_betas_zero_snr and karras.config.prediction_type == "v_prediction"
+    with pytest.warns(UserWarning, match="ignores the model's zero-terminal-SNR"):
+        make_scheduler(config, "LMS")

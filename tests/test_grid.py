@@ -11,7 +11,7 @@ from PIL import Image
 
 from lorakit import handoff
 from lorakit.generate import Generator
-from lorakit.grid import GridError, build_spec, make_grid, parse_axis, plan, render_cells
+from lorakit.grid import HIGHLIGHT, GridError, build_spec, make_grid, parse_axis, plan, render_cells
 from lorakit.judge import (
     lora_effect,
     nearest_training_images,
@@ -29,7 +29,6 @@ FAST = dict(steps=2, cfg=4.0, sampler="Euler")
 def project(tmp_path_factory, tiny_sd1):
     """A project with 4 training images, a config, and three checkpoints as another trainer would write them."""
     from conftest import write_images
-
     from lorakit.config import TrainConfig
 
     project = Project.create(tmp_path_factory.mktemp("grid") / "proj")
@@ -139,8 +138,8 @@ def test_notes_and_highlight(project, gen):
     assert result.notes[0] == [["s=1", "s=1"], ["s=0.5", "s=0.5"]]
     assert json.loads(result.paths[0].with_suffix(".json").read_text())["notes"][1][0] == "s=0.5"
     grid = np.asarray(result.grids[0])
-    green = (grid[..., 1] > 150) & (grid[..., 0] < 40) & (grid[..., 2] < 40)
-    ys, xs = np.nonzero(green)
+    frame = np.all(grid == HIGHLIGHT, axis=-1)
+    ys, xs = np.nonzero(frame)
     assert xs.min() > grid.shape[1] // 2 and ys.min() > grid.shape[0] // 2, "the frame is on the bottom-right cell"
 
 
@@ -188,7 +187,12 @@ def test_comfyui_workflow_is_a_valid_graph(project, gen):
 def test_does_it_do_anything(project, gen, tiny_sd1, tmp_path):
     base = load_base(str(tiny_sd1))
     weak = write_kohya_lora(tmp_path / "weak.safetensors", base, seed=5, alpha=1e-6)
-    effects = lora_effect(gen, [weak, project.checkpoints()[-1]], "thing", seeds=(1, 2), triggers=["zkx"], **FAST)
+    last = project.checkpoints()[-1]
+    grid = make_grid(project, build_spec(project, "checkpoint=zkx", "strength=1", prompt="thing", **FAST),
+                     generator=gen, stamp="effect")
+    counting = Counting(gen)
+    effects = lora_effect(counting, [weak, last], "thing", seeds=(1, 2), triggers=["zkx"], cache=grid.rendered, **FAST)
+    assert counting.images == 5, "2 base + 2 weak + 1 (seed 2 of the last checkpoint: seed 1 is the grid's cell)"
     assert [e.checkpoint for e in effects] == ["weak", "zkx"]
     assert effects[0].verdict == "no effect" and "trigger word (zkx)" in effects[0].advice
     assert effects[1].verdict == "ok" and effects[1].mean_abs_diff > 1.0
@@ -214,3 +218,59 @@ def test_cli_grid(project, tiny_sd1, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "images/s" in out
     assert any(line.endswith(".png") for line in out.splitlines())
+
+
+def test_toy_scores_pick_the_best_checkpoint_and_strength():
+    from lorakit import toyworld as tw
+    from lorakit.grid import Cell, GridResult
+    from lorakit.judge import (
+        best_cell,
+        choices_table,
+        pick_best,
+        score_choices,
+        suggestion,
+        toy_annotator,
+        toy_expected,
+    )
+
+    prompt = "a yellow blicket on a green background"
+    assert toy_expected(prompt) == {"shape": "cross", "color": "yellow", "background": "green"}
+    assert toy_expected("a red circle on a white background") == {"shape": "circle", "color": "red",
+                                                                 "background": "white"}
+    assert toy_expected("a photo of zkx") is None and toy_expected("a red dog on a blue background") is None
+
+    def cell(ckpt, strength):
+        return Cell(prompt, "", 1, 4.0, 25, "Euler a", f"/o/{ckpt}.safetensors", strength)
+
+    drawn = {("b-000001", 1.0): ("cross", "yellow", "green"), ("b", 1.0): ("cross", "red", "green"),
+             ("b-000001", 0.5): ("circle", "yellow", "green"), ("b", 0.5): ("square", "yellow", "green")}
+    cells = [[cell(c, s) for c in ("b-000001", "b")] for s in (1.0, 0.5)]
+    images = [[tw.render(tw.scene_for(*drawn[(c, s)], seed=3), 32) for c in ("b-000001", "b")] for s in (1.0, 0.5)]
+    result = GridResult(cells=[cells], cell_images=[images])
+    notes = [[toy_annotator()(c, im) for c, im in zip(r, ir, strict=True)] for r, ir in zip(cells, images, strict=True)]
+    assert notes == [["L:yes A:yes", "L:yes A:no"], ["L:no A:yes", "L:no A:yes"]]
+    choices = score_choices(result)
+    best = pick_best(choices)
+    assert (best.checkpoint, best.strength, best.likeness, best.adaptability) == ("b-000001", 1.0, 1.0, 1.0)
+    assert best_cell()(result) == (0, 0, 0)
+    assert "<- best" in choices_table(choices, best).splitlines()[1]
+    assert [(c.checkpoint, c.strength) for c in choices] == [("b-000001", 1.0), ("b-000001", 0.5), ("b", 1.0),
+                                                             ("b", 0.5)], "training order, strongest first"
+    assert suggestion(choices, best).startswith("Suggested: b-000001 at strength 1 (likeness 100%")
+    unlearned = [c for c in choices if not c.likeness]
+    assert pick_best(unlearned) is None and "train longer" in suggestion(unlearned, None)
+
+
+def test_prompt_sr_over_lora_tags_as_in_a1111(project, gen):
+    spec = build_spec(project, "prompt=zkx-000001,zkx", prompt="zkx, thing <lora:zkx-000001:0.8>", **FAST)
+    result = make_grid(project, spec, generator=gen, stamp="tags")
+    row = result.cells[0][0]
+    assert [c.checkpoint for c in row] == [None, None], "the tags choose the LoRA: no default checkpoint on top"
+    alone = gen.generate("zkx, thing", seed=1, loras=[(project.output_dir / "zkx.safetensors", 0.8)], **FAST)
+    assert np.array_equal(np.asarray(alone), np.asarray(result.cell_images[0][0][1]))
+    graph = json.loads(result.exports[1].read_text())
+    loras = {(n["inputs"]["lora_name"], n["inputs"]["strength_model"]) for n in graph.values()
+             if n["class_type"] == "LoraLoader"}
+    assert loras == {("zkx-000001.safetensors", 0.8), ("zkx.safetensors", 0.8)}
+    texts = {n["inputs"]["text"] for n in graph.values() if n["class_type"] == "CLIPTextEncode"}
+    assert "zkx, thing" in texts and not any("<lora:" in t for t in texts)

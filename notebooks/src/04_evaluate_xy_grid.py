@@ -74,27 +74,27 @@ for grid, path in zip(result.grids, result.paths):
 
 # %% [markdown]
 # Under each cell, for prompts of the demo's toy world: **L** = likeness (the concept's shape is drawn),
-# **A** = adaptability (in the colour and on the background asked for). The green frame marks the suggested cell.
+# **A** = adaptability (in the colour and on the background asked for). The orange frame marks the suggested cell.
 # One image per cell is a coin toss, so the table below scores every checkpoint × strength over several seeds
 # and suggests the best: the weaker of the two scores decides, ties go to less training and lower strength.
 
 # %%
-choices = judge.score_sweep(gen, spec, project, seeds=range(1, 5), progress=True)
+choices = judge.score_sweep(gen, spec, project, seeds=range(1, 5), progress=True, cache=result.rendered)
 best = judge.pick_best(choices, order=[p.stem for p in checkpoints])
-print(judge.choices_table(choices, best) if choices else "the prompt is not a toy-world prompt: judge by eye")
-if best:
-    print(f"\nsuggested: {best.checkpoint} at strength {best.strength:g}")
+print(judge.choices_table(choices, best) if choices else "")
+print(judge.suggestion(choices, best))
 
 # %% [markdown]
 # ## Does it do anything?
 # For each checkpoint: the mean pixel difference between strength 0 (the base model) and strength 1, on fixed
-# seeds. **No effect** (near 0) means the LoRA is not doing its job — often a wrong network alpha (alpha 1 with
+# seeds (images the grid and the scores already drew are reused). **No effect** (near 0) means the LoRA is not doing its job — often a wrong network alpha (alpha 1 with
 # a high rank needs a much higher learning rate), too little training, or a prompt without the trigger word.
 # **Extreme** means it replaces the image wholesale, as a fried, over-trained LoRA does.
 
 # %%
 effects = judge.lora_effect(gen, checkpoints, spec.prompt, seeds=(1, 2, 3, 4), triggers=judge.trigger_words(project),
-                            steps=spec.steps, cfg=spec.cfg, sampler=spec.sampler, negative_prompt=spec.negative_prompt)
+                            cache=result.rendered, steps=spec.steps, cfg=spec.cfg, sampler=spec.sampler,
+                            negative_prompt=spec.negative_prompt)
 print(judge.effect_table(effects))
 
 # %% [markdown]
