@@ -310,14 +310,18 @@ def draw_grid(images: list[list[Image.Image]], col_labels: list[str], row_labels
     note_h = small.size + 8 if notes and any(n for row in notes for n in row) else 0
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     left = int(max([probe.textlength(t, font=font) for t in row_labels if t] + [0]) + 16) if any(row_labels) else 0
-    top = font_size * 2 + 8 + (font_size + 8 if title else 0)
+    wrapped = [_wrap(label, font, w - 8, probe) for label in col_labels]  # long headers on several lines
+    lines = max([len(x) for x in wrapped] + [1])
+    top = font_size * (lines + 1) + 8 + (font_size + 8 if title else 0)
     cols, rows, cell_h = len(images[0]), len(images), h + note_h
     out = Image.new("RGB", (left + cols * w, top + rows * cell_h), "white")
     d = ImageDraw.Draw(out)
     if title:
         d.text((8, 4), title, fill="black", font=font)
-    for i, label in enumerate(col_labels):
-        d.text((left + i * w + w // 2, top - font_size // 2 - 4), label, fill="black", font=font, anchor="mm")
+    for i, label_lines in enumerate(wrapped):
+        for k, line in enumerate(reversed(label_lines)):  # bottom line just above the image
+            d.text((left + i * w + w // 2, top - font_size // 2 - 4 - k * (font_size + 2)), line, fill="black",
+                   font=font, anchor="mm")
     for j, row in enumerate(images):
         y = top + j * cell_h
         if row_labels[j]:
@@ -334,6 +338,17 @@ def draw_grid(images: list[list[Image.Image]], col_labels: list[str], row_labels
         d.rectangle(box, outline=HIGHLIGHT, width=t)
         d.rectangle((box[0] + t, box[1] + t, box[2] - t, box[3] - t), outline="black", width=1)
     return out
+
+
+def _wrap(text: str, font, width: int, probe: ImageDraw.ImageDraw) -> list[str]:
+    """Split a header into lines that fit ``width`` pixels (a word longer than that keeps its own line)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and probe.textlength(lines[-1] + " " + word, font=font) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def headers(axis: Axis | None) -> list[str]:
