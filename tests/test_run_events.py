@@ -92,6 +92,7 @@ def test_a_crash_mid_write_leaves_no_file_under_the_final_name(tmp_path, monkeyp
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save_lora(target, {"a": torch.zeros(2)}, {})
     assert target.read_bytes() == b"old", "the earlier file is untouched"
+    assert target.stat().st_mode & 0o644 == 0o644, "readable like any other file, not 0600"
     assert [p.name for p in target.parent.iterdir()] == ["lora.safetensors"], "no temporary file left"
 
 
