@@ -264,9 +264,6 @@ def detach_all(base: BaseModel) -> None:
                 parent_name, _, child = name.rpartition(".")
                 parent = model.get_submodule(parent_name) if parent_name else model
                 setattr(parent, child, module.get_base_layer())
-        for attr in ("peft_config", "_hf_peft_config_loaded"):
-            if hasattr(model, attr):
-                if attr == "peft_config":
-                    model.peft_config = {}
-                else:
-                    setattr(model, attr, False)
+        model.__dict__.pop("peft_config", None)  # as if no adapter had ever been added
+        if hasattr(model, "_hf_peft_config_loaded"):
+            model._hf_peft_config_loaded = False
