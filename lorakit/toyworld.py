@@ -255,12 +255,16 @@ def concept_eval_set(n: int, seen: bool | None = None, seed: int = 11) -> list[E
 
 
 def base_eval_set(n: int, seed: int = 13) -> list[Expected]:
-    """Ordinary shapes to ask for, cycling through shapes, with shuffled colour pairs."""
-    triples = all_triples()
+    """Ordinary shapes to ask for: the shapes in turn, each with shuffled colour pairs."""
     rng = random.Random(seed)
-    rng.shuffle(triples)
-    by_shape = {s: [t for t in triples if t[0] == s] for s in BASE_SHAPES}
-    return [Expected(*by_shape[BASE_SHAPES[i % 3]][i // 3 % len(by_shape[BASE_SHAPES[i % 3]])]) for i in range(n)]
+    pools = {s: [t for t in all_triples() if t[0] == s] for s in BASE_SHAPES}
+    for pool in pools.values():
+        rng.shuffle(pool)
+    picks = []
+    for i in range(n):
+        pool = pools[BASE_SHAPES[i % len(BASE_SHAPES)]]
+        picks.append(Expected(*pool[i // len(BASE_SHAPES) % len(pool)]))
+    return picks
 
 
 def demo_config():

@@ -195,12 +195,14 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def train_diffusion(log: Log, latents: torch.Tensor, ids: torch.Tensor, empty_ids: torch.Tensor,
-                    tokenizer, minutes: float, seed: int):
-    """Train UNet + text encoder for a time budget; returns the EMA copies."""
+                    tokenizer, minutes: float, seed: int, models=None, peak_lr: float = 1e-3):
+    """Train UNet + text encoder (new, or ``models`` to continue) for a time budget; returns the EMA copies."""
     from diffusers import DDPMScheduler
 
     torch.manual_seed(seed)
-    unet, te = build_unet(), build_text_encoder(tokenizer)
+    unet, te = models or (build_unet(), build_text_encoder(tokenizer))
+    unet.train()
+    te.train()
     noise_sched = DDPMScheduler(**SCHEDULER_KWARGS)
     ema_unet, ema_te = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
     params = [*unet.parameters(), *te.parameters()]
@@ -212,7 +214,7 @@ def train_diffusion(log: Log, latents: torch.Tensor, ids: torch.Tensor, empty_id
     while (elapsed := time.time() - t0) < budget:
         # warm-up, then cosine decay over the time budget (time, not steps: other jobs share the cores)
         frac = min(elapsed / budget, 1.0)
-        lr = 1e-3 * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = peak_lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.randint(0, len(latents), (batch,), generator=g)
@@ -230,14 +232,17 @@ def train_diffusion(log: Log, latents: torch.Tensor, ids: torch.Tensor, empty_id
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        ema_update(ema_unet, unet, 0.999 if step > warmup else 0.9)
-        ema_update(ema_te, te, 0.999 if step > warmup else 0.9)
+        decay = 0.999 if step > warmup or models else 0.9
+        ema_update(ema_unet, unet, decay)
+        ema_update(ema_te, te, decay)
         losses.append(loss.item())
         if step % 100 == 0:
             log.say(f"unet step {step:5d}  loss(avg100) {np.mean(losses[-100:]):.4f}  lr {lr:.2e}  {elapsed:6.0f}s")
         step += 1
-    log.figures.update(unet_steps=step, unet_minutes=round((time.time() - t0) / 60, 1),
-                       final_loss=round(float(np.mean(losses[-200:])), 4))
+    f = log.figures
+    f.update(unet_steps=f.get("unet_steps", 0) + step,
+             unet_minutes=round(f.get("unet_minutes", 0) + (time.time() - t0) / 60, 1),
+             final_loss=round(float(np.mean(losses[-200:])), 4))
     return ema_unet, ema_te
 
 
@@ -264,7 +269,7 @@ def folder_mb(path: Path) -> float:
 
 
 def evaluate(out: Path, log: Log, n: int, steps: int = 25, cfg: float = 4.0) -> dict:
-    """Sample n prompts over all (shape, colour, background) triples and score them."""
+    """Sample n prompts over the (shape, colour, background) triples (126 = every one) and score them."""
     from diffusers import StableDiffusionPipeline
 
     from lorakit.scorer import score_image
@@ -277,22 +282,57 @@ def evaluate(out: Path, log: Log, n: int, steps: int = 25, cfg: float = 4.0) -> 
     hits = {"shape": 0, "color": 0, "background": 0, "all": 0}
     held = {"n": 0, "all": 0}
     t0 = time.time()
-    for i, (shape, color, background) in enumerate(triples):
-        exp = tw.Expected(shape, color, background)
-        img = pipe(exp.prompt(), num_inference_steps=steps, guidance_scale=cfg,
-                   generator=torch.Generator().manual_seed(i)).images[0]
+    asked = [tw.Expected(*t) for t in triples]
+    images = []
+    for i in range(0, len(asked), 30):  # batches of 30 prompts, one seed per prompt
+        chunk = asked[i : i + 30]
+        images += pipe([e.prompt() for e in chunk], num_inference_steps=steps, guidance_scale=cfg,
+                       generator=[torch.Generator().manual_seed(i + j) for j in range(len(chunk))]).images
+    for exp, img in zip(asked, images, strict=True):
         s = score_image(img, exp)
         for k in ("shape", "color", "background"):
             hits[k] += s[k + "_ok"]
         hits["all"] += s["correct"]
-        if tw.is_held_out(shape, color, background):
+        if tw.is_held_out(exp.shape, exp.color, exp.background):
             held["n"] += 1
             held["all"] += s["correct"]
+    sheet(images, asked, out / "eval_samples.png")
     res = {k: v / len(triples) for k, v in hits.items()}
     res.update(n=len(triples), held_out_n=held["n"], held_out_all=held["all"] / max(held["n"], 1),
                seconds=round(time.time() - t0))
     log.say(f"eval over {len(triples)} prompts ({steps} steps, CFG {cfg}, Euler a): " + json.dumps(res))
     return res
+
+
+def scorer_accuracy(log: Log, n: int = 400) -> dict:
+    """The scorer's accuracy on held-out generator images (all four shapes), clean and blurred + noisy."""
+    from PIL import ImageFilter
+
+    from lorakit.scorer import score_batch
+
+    rng = np.random.default_rng(0)
+    scenes = [tw.scene_from_seed(30_000_000 + i, shapes=tw.ALL_SHAPES, held_out=None) for i in range(n)]
+    res = {}
+    for px in (32, 64):
+        clean = [tw.render(s, px) for s in scenes]
+        blurred = [np.clip(np.asarray(im.filter(ImageFilter.GaussianBlur(0.6 * px / 32)), dtype=np.float32)
+                           + rng.normal(0, 8, (px, px, 3)), 0, 255).astype(np.uint8) for im in clean]
+        res[f"clean_{px}px"] = score_batch(clean, scenes).correct
+        res[f"blurred_noisy_{px}px"] = score_batch(blurred, scenes).correct
+    log.say(f"scorer accuracy (all of shape, colour, background right) on {n} held-out scenes: {json.dumps(res)}")
+    return res
+
+
+def sheet(images, asked, path: Path, cols: int = 15) -> None:
+    """A contact sheet of the evaluation images (4× upscaled), for a look by eye."""
+    from PIL import Image
+
+    size = images[0].width * 4
+    rows = math.ceil(len(images) / cols)
+    canvas = Image.new("RGB", (cols * size, rows * size), "gray")
+    for i, img in enumerate(images):
+        canvas.paste(img.resize((size, size), Image.Resampling.NEAREST), ((i % cols) * size, (i // cols) * size))
+    canvas.save(path)
 
 
 def write_log(out: Path, log: Log) -> None:
@@ -301,8 +341,23 @@ def write_log(out: Path, log: Log) -> None:
     text = [
         "# toy-base: training log",
         "",
-        "Made by `scripts/train_toy_base.py` on one CPU core (OMP_NUM_THREADS=1). "
+        "Made by `scripts/train_toy_base.py` on one CPU core (OMP_NUM_THREADS=1), on a 2-core machine shared with "
+        "other jobs (load average 4-6 during most of the run, so steps per minute were 2-3× below an idle core). "
         "Diffusers folder, safetensors, loadable offline with `StableDiffusionPipeline.from_pretrained`.",
+        "",
+        "- VAE: AutoencoderKL, block_out_channels 16/32, f=2: 32×32×3 scenes ↔ 16×16×4 latents; MSE + 1e-4 KL; "
+        "`scaling_factor` = 1/std of the latents.",
+        "- UNet: UNet2DConditionModel, block_out_channels 32/64/64, DownBlock2D first (no attention at 16×16), "
+        "layers_per_block 1, cross-attention dim 64.",
+        "- Text encoder: CLIPTextModel, 3 layers, 64 wide, trained jointly with the UNet; tokenizer from "
+        "`lorakit.tiny.make_tokenizer` with the toy words and spare trigger words (blicket, dax, wug, ...) as single "
+        "tokens.",
+        "- Diffusion: v-prediction with zero terminal SNR (`rescale_betas_zero_snr`), trailing timesteps; saved "
+        "scheduler Euler a. Batch 32, EMA 0.999, 10% empty captions (for CFG).",
+        "- Data: scenes of `lorakit.toyworld` (circle/square/triangle × 7 colours × 6 backgrounds); 1 in 8 "
+        "(shape, colour, background) triples is held out of pretraining and appears only in the evaluation.",
+        "- Evaluation: every one of the 126 triples once (25 steps, CFG 4, Euler a, 32×32), read by "
+        "`lorakit.scorer`; the images are in `eval_samples.png` (row by row, in the order of the log).",
         "",
         "## Figures",
         "",
@@ -320,23 +375,50 @@ def write_log(out: Path, log: Log) -> None:
     (out / "TRAINING_LOG.md").write_text("\n".join(text), encoding="utf-8")
 
 
+def continue_training(args, log: Log) -> None:
+    """Load the saved pipeline and train its UNet + text encoder further (a second, lower-lr cosine)."""
+    from diffusers import StableDiffusionPipeline
+
+    t0 = time.time()
+    pipe = StableDiffusionPipeline.from_pretrained(args.out, local_files_only=True)
+    scenes, pixels = scene_images(args.n_scenes, seed=0)
+    latents = encode_all(pipe.vae, pixels) * pipe.vae.config.scaling_factor
+    ids = token_ids(pipe.tokenizer, [s.caption() for s in scenes])
+    empty = token_ids(pipe.tokenizer, [""])[0]
+    log.say(f"continuing from {args.out} for {args.continue_minutes} min, peak lr {args.continue_lr}")
+    unet, te = train_diffusion(log, latents, ids, empty, pipe.tokenizer, args.continue_minutes, args.seed + 1,
+                               models=(pipe.unet, pipe.text_encoder), peak_lr=args.continue_lr)
+    save_pipeline(args.out, pipe.vae, unet, te, pipe.tokenizer)
+    f = log.figures
+    f["total_minutes"] = round(f["total_minutes"] + (time.time() - t0) / 60, 1)
+    f["size_mb"] = round(folder_mb(args.out), 1)
+    f["optimizer"] += f"; then continued {args.continue_minutes} min at peak lr {args.continue_lr}"
+    (args.out / "figures.json").write_text(json.dumps(f, indent=2))
+    (args.out / "train.log").write_text("\n".join(log.lines))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/toy-base"))
     parser.add_argument("--minutes", type=float, default=30.0, help="UNet + text-encoder time budget")
     parser.add_argument("--vae-steps", type=int, default=800)
     parser.add_argument("--n-scenes", type=int, default=60000)
-    parser.add_argument("--eval", type=int, default=120, help="prompts to sample and score at the end")
+    parser.add_argument("--eval", type=int, default=126, help="prompts to sample and score at the end")
     parser.add_argument("--eval-only", action="store_true")
+    parser.add_argument("--continue-minutes", type=float, default=0.0,
+                        help="continue training the saved model's UNet + text encoder for this long")
+    parser.add_argument("--continue-lr", type=float, default=5e-4, help="peak learning rate when continuing")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     log = Log()
     fig_path = args.out / "figures.json"
-    if args.eval_only:
+    if args.eval_only or args.continue_minutes:
         log.figures = json.loads(fig_path.read_text())
         log.lines = (args.out / "train.log").read_text().splitlines()
-    else:
+    if args.continue_minutes:
+        continue_training(args, log)
+    elif not args.eval_only:
         t0 = time.time()
         tokenizer = make_tokenizer(tw.tokenizer_words())
         vae = train_vae(log, args.vae_steps, args.seed)
@@ -360,6 +442,7 @@ def main(argv: list[str] | None = None) -> None:
         fig_path.write_text(json.dumps(log.figures, indent=2))
         (args.out / "train.log").write_text("\n".join(log.lines))
     if args.eval:
+        log.figures["scorer_accuracy"] = scorer_accuracy(log)
         log.figures["eval"] = evaluate(args.out, log, args.eval)
         fig_path.write_text(json.dumps(log.figures, indent=2))
     write_log(args.out, log)
