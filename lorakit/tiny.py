@@ -45,22 +45,39 @@ def make_tokenizer(words: Iterable[str] = (), model_max_length: int = 77):
     for ch in alphabet:
         vocab.setdefault(ch + "</w>", len(vocab))
     merges: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
+    ranks: dict[tuple[str, str], int] = {}
     for word in sorted(set(w.lower() for w in words)):
-        if not word.isalpha():  # CLIP splits on letters/digits/punctuation, so only letter runs can merge
-            raise ValueError(f"tokenizer word {word!r} must be letters only")
-        # left-to-right merges: w+o -> wo, wo+r -> wor, wor+d</w> -> word</w>
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
-        left = parts[0]
-        for right in parts[1:]:
-            if (left, right) not in seen:
-                seen.add((left, right))
-                merges.append((left, right))
-            left = left + right
-            vocab.setdefault(left, len(vocab))
+        if not (word.isascii() and word.isalpha()):  # CLIP splits letters from digits and punctuation
+            raise ValueError(f"tokenizer word {word!r} must be ASCII letters only")
+        # add merges until BPE, with every merge so far, spells the word as one token; a new merge ranks last,
+        # so it never changes how an earlier word is split (words sharing letter pairs stay whole)
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts := _bpe(symbols, ranks)) > 1:
+            ranks[(parts[0], parts[1])] = len(merges)
+            merges.append((parts[0], parts[1]))
+            vocab.setdefault(parts[0] + parts[1], len(vocab))
     vocab[SPECIAL_BOS] = len(vocab)
     vocab[SPECIAL_EOS] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+def _bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word: merge the best-ranked adjacent pair, everywhere, until none applies."""
+    symbols = list(symbols)
+    while len(symbols) > 1:
+        best = min(zip(symbols, symbols[1:]), key=lambda pair: ranks.get(pair, len(ranks) + 1))
+        if best not in ranks:
+            break
+        merged, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                merged.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+    return symbols
 
 
 def _text_encoder(tokenizer, hidden: int, layers: int, seed: int, projection: bool = False, proj_dim: int = 32):

@@ -47,6 +47,14 @@ def test_tokenizer_words_are_single_tokens():
     assert len(tok("blickets").input_ids) > 3
 
 
+def test_words_sharing_letter_pairs_all_stay_single_tokens():
+    words = ["plus", "purple", "pur", "lullaby", "all", "ball", "llama", "aaa", "a"]
+    tok = make_tokenizer(words)
+    for w in words:
+        assert len(tok(w).input_ids) == 3, (w, tok.tokenize(w))
+    assert tok.decode(tok("purple plus ball").input_ids, skip_special_tokens=True) == "purple plus ball"
+
+
 def test_families_build():
     for family in ("sd1", "sd2-v", "sdxl"):
         pipe = build_tiny_pipeline(family)
