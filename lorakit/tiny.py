@@ -65,7 +65,7 @@ def _bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     """Byte-pair encoding of one word: merge the best-ranked adjacent pair, everywhere, until none applies."""
     symbols = list(symbols)
     while len(symbols) > 1:
-        best = min(zip(symbols, symbols[1:]), key=lambda pair: ranks.get(pair, len(ranks) + 1))
+        best = min(zip(symbols, symbols[1:], strict=False), key=lambda pair: ranks.get(pair, len(ranks) + 1))
         if best not in ranks:
             break
         merged, i = [], 0
