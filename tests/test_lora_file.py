@@ -17,7 +17,6 @@ from lorakit.train import train
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_sd1):
     from conftest import write_images
-
     from lorakit.config import TrainConfig
     from lorakit.project import Project
 

@@ -12,7 +12,7 @@ NOTEBOOKS = ["00_setup_check", "01_dataset_and_captions", "02_hyperparameters", 
 
 
 def test_ruff_clean():
-    out = subprocess.run([sys.executable, "-m", "ruff", "check", str(REPO)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(REPO)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
