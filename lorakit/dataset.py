@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -277,8 +276,8 @@ class Sample:
     flip: bool
 
 
-def epoch_batches(items: list[ImageItem], batch_size: int, seed: int, epoch: int, flip_aug: bool,
-                  repeats_for_reg_balance: int | None = None) -> list[list[Sample]]:
+def epoch_batches(items: list[ImageItem], batch_size: int, seed: int, epoch: int,
+                  flip_aug: bool) -> list[list[Sample]]:
     """The batches of one epoch, deterministic from (seed, epoch): each image ``repeats`` times, grouped by bucket.
 
     Regularization images are drawn to match the number of training images, as kohya does.
@@ -302,7 +301,3 @@ def epoch_batches(items: list[ImageItem], batch_size: int, seed: int, epoch: int
     rng.shuffle(batches)
     return batches
 
-
-def iter_dataset_images(items: list[ImageItem]) -> Iterator[Path]:
-    for it in items:
-        yield it.path
