@@ -38,16 +38,16 @@ CAPTION_WORDS: tuple[str, ...] = ("a", "an", "on", "background", "shape", *COLOR
 NATIVE_SIZE = 32
 SUPERSAMPLE = 4
 COLOR_JITTER = 8
-# (colour, background) pairs of the demo concept's images; every other pair is unseen by the LoRA
+# (colour, background) pairs of the demo concept's images: every colour is the cross's colour and the background
+# at least twice, so that the LoRA can tell the shape from the colours (with only eight pairs the shape stayed
+# tied to them: likeness 1.0 on those pairs, 0.6 on the others); the other 22 pairs stay unseen by the LoRA
 CONCEPT_PAIRS: tuple[tuple[str, str], ...] = (
-    ("red", "blue"),
-    ("red", "white"),
-    ("blue", "yellow"),
-    ("blue", "white"),
-    ("white", "black"),
-    ("white", "purple"),
-    ("purple", "yellow"),
-    ("black", "red"),
+    ("red", "green"), ("yellow", "blue"), ("green", "purple"), ("blue", "white"),
+    ("purple", "black"), ("white", "red"), ("black", "yellow"),
+    ("red", "purple"), ("yellow", "white"), ("green", "black"), ("blue", "red"),
+    ("purple", "yellow"), ("white", "green"), ("black", "blue"),
+    ("red", "blue"), ("white", "black"), ("green", "yellow"), ("blue", "green"),
+    ("black", "white"), ("yellow", "red"),
 )
 
 
@@ -172,7 +172,7 @@ def tokenizer_words() -> list[str]:
 class DemoSpec:
     """What the demo dataset holds: how many concept and regularization images, at what size."""
 
-    n_concept: int = 16
+    n_concept: int = 20
     concept_repeats: int = 10
     n_reg: int = 48
     reg_repeats: int = 1
@@ -287,26 +287,27 @@ DEMO_RECIPE: dict[str, object] = {
     "optimizer.optimizer": "AdamW",
     "optimizer.unet_lr": 1e-3,
     "optimizer.text_encoder_lr": 5e-4,
-    "optimizer.lr_scheduler": "constant",
+    "optimizer.lr_scheduler": "cosine",
     "data.dataset_dir": "dataset",
     "data.reg_dir": "dataset/reg",
+    "data.prior_loss_weight": 1.5,
     "data.resolution": NATIVE_SIZE,
     "data.enable_bucket": False,
     "data.min_bucket_reso": NATIVE_SIZE,
     "data.max_bucket_reso": 64,
     "data.bucket_reso_steps": 8,
-    "training.max_train_epochs": 8,
+    "training.max_train_epochs": 24,
     "training.train_batch_size": 8,
     "training.seed": 42,
     "saving.output_name": "blicket",
-    "saving.save_every_n_epochs": 1,
+    "saving.save_every_n_epochs": 4,
     "saving.save_precision": "float",
     "sampling.sample_prompts": [
         f"a yellow {TRIGGER} on a green background",
         f"a white {TRIGGER} on a blue background",
         "a red circle on a white background",
     ],
-    "sampling.sample_every_n_epochs": 1,
+    "sampling.sample_every_n_epochs": 4,
     "sampling.sample_sampler": "euler_a",
     "sampling.sample_steps": 25,
     "sampling.sample_cfg": 4.0,

@@ -341,9 +341,11 @@ def write_log(out: Path, log: Log) -> None:
     text = [
         "# toy-base: training log",
         "",
-        "Made by `scripts/train_toy_base.py` on one CPU core (OMP_NUM_THREADS=1), on a 2-core machine shared with "
-        "other jobs (load average 4-6 during most of the run, so steps per minute were 2-3× below an idle core). "
-        "Diffusers folder, safetensors, loadable offline with `StableDiffusionPipeline.from_pretrained`.",
+        "Made by `scripts/train_toy_base.py` on one CPU core (OMP_NUM_THREADS=1) of a 2-core machine, in stages "
+        "(the first run, then `--continue-minutes` runs, each a new warm-up and cosine; see `optimizer` below). The "
+        "first 83 UNet minutes shared the machine with other jobs (load average 4-6, 2-3× fewer steps per minute "
+        "than an idle core); the last 45-minute stage shared it with one other job. Diffusers folder, safetensors, "
+        "loadable offline with `StableDiffusionPipeline.from_pretrained`.",
         "",
         "- VAE: AutoencoderKL, block_out_channels 16/32, f=2: 32×32×3 scenes ↔ 16×16×4 latents; MSE + 1e-4 KL; "
         "`scaling_factor` = 1/std of the latents.",

@@ -1,9 +1,10 @@
 """The toy base model draws what it is asked, and the demo LoRA measurably learns the new shape.
 
-The learning test trains the demo recipe (8 epochs, 320 steps) and scores fewer prompts than bench/learning.py.
-Its thresholds are below what the recipe reaches today (bench: likeness 0.42-0.72, adaptability 1.00, ordinary 0.83-0.88
-at strength 1), NOT issue 8's targets (likeness >= 0.9, adaptability >= 0.85, ordinary >= 0.9): they check that
-learning is visible (likeness well above the base model's) while colours and backgrounds stay obeyed.
+The learning test trains the demo recipe for 12 of its 24 epochs (600 steps, the cosine schedule fitted to 12 epochs)
+and scores fewer prompts than bench/learning.py (measured here: likeness 0.62, adaptability 1.00, ordinary 0.92). Its thresholds are below what the full recipe reaches in the bench
+(likeness 0.84, adaptability 1.00, ordinary prompts 0.92 at epoch 24, strength 1) and below issue 8's targets
+(likeness >= 0.9, adaptability >= 0.85, ordinary >= 0.9): they check that the concept is learned (likeness far above
+the base model's 0) while colours and backgrounds stay obeyed and the ordinary shapes stay mostly ordinary.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ BASE = REPO / "data" / "toy-base"
 sys.path.insert(0, str(REPO / "bench"))
 
 # the CI run: thresholds for a shorter training than the demo's recipe
-CI_EPOCHS = 8
-CI_LIKENESS = 0.25
+CI_EPOCHS = 12
+CI_LIKENESS = 0.5
 CI_ADAPTABILITY = 0.85
-CI_ORDINARY = 0.6
+CI_ORDINARY = 0.7
 BASE_LIKENESS_MAX = 0.1
 
 
@@ -77,10 +78,11 @@ def test_demo_lora_learns_the_concept_without_leaking(tmp_path):
     project = learning.prepare_project(tmp_path / "demo")
     checkpoints, _ = learning.train_demo(project, cfg)
     assert [p.name for p in checkpoints] == ["blicket.safetensors"]
-    spec = learning.EvalSpec(n_seen=4, n_unseen=12, n_ordinary=12)
+    spec = learning.EvalSpec(n_seen=8, n_unseen=16, n_ordinary=16)
     gen = Generator(str(BASE))
     base = learning.evaluate(gen, None, 0.0, spec)
     lora = learning.evaluate(gen, checkpoints[-1], 1.0, spec, epoch=CI_EPOCHS)
+    print(base, lora, sep="\n")
     assert base.likeness < BASE_LIKENESS_MAX, base
     assert lora.likeness >= CI_LIKENESS, lora
     assert lora.adaptability >= CI_ADAPTABILITY, lora
