@@ -45,11 +45,11 @@ def copy_demo_dataset(project: Project) -> list[Path]:
 
 
 def demo_grid_spec(project: Project, cfg: TrainConfig):
-    """Checkpoints × 3 strengths on the demo's first sample prompt."""
+    """Checkpoints × 4 strengths (1.25 overcooks, 0.5 barely acts) on the demo's first sample prompt."""
     from lorakit.grid import GridSpec, parse_axis
 
     prompt = cfg.sampling.sample_prompts[0].split(" --")[0] if cfg.sampling.sample_prompts else "a photo"
-    return GridSpec(prompt=prompt, x=parse_axis("checkpoint", project), y=parse_axis("strength=1.0,0.75,0.5"),
+    return GridSpec(prompt=prompt, x=parse_axis("checkpoint", project), y=parse_axis("strength=1.25,1.0,0.75,0.5"),
                     steps=cfg.sampling.sample_steps, cfg=cfg.sampling.sample_cfg, seed=1,
                     sampler=cfg.sampling.sample_sampler)
 
