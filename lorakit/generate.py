@@ -135,26 +135,19 @@ def _trained_on(path: str) -> str:
 
 @contextlib.contextmanager
 def _quiet_loading():
-    """Silence the load reports that list a LoRA's keys as 'MISSING' although they load, and their bars.
+    """models.quiet_loading, plus silence for the load reports that list a LoRA's keys as 'MISSING' although they
+    load, and peft's warning about several adapters.
 
     Failures still raise (Generator._load turns the common one into a GenerateError that says what to do).
     """
     from diffusers.utils import logging as df_logging
-    from transformers.utils import logging as hf_logging
 
-    levels, bars = (hf_logging.get_verbosity(), df_logging.get_verbosity()), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    df_logging.set_verbosity(df_logging.CRITICAL)
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*peft_config.*multiple adapters")
-            yield
-    finally:
-        hf_logging.set_verbosity(levels[0])
-        df_logging.set_verbosity(levels[1])
-        if bars:
-            hf_logging.enable_progress_bar()
+    from lorakit.models import quiet_loading
+
+    with quiet_loading(), warnings.catch_warnings():  # quiet_loading restores the levels on the way out
+        df_logging.set_verbosity(df_logging.CRITICAL)
+        warnings.filterwarnings("ignore", message=".*peft_config.*multiple adapters")
+        yield
 
 
 class Generator:

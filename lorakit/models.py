@@ -262,6 +262,7 @@ def quiet_loading():
     from transformers.utils import logging as t_logging
 
     levels = (d_logging.get_verbosity(), t_logging.get_verbosity())
+    bars = (d_logging.is_progress_bar_enabled(), t_logging.is_progress_bar_enabled())
     d_logging.set_verbosity_error()
     t_logging.set_verbosity_error()
     d_logging.disable_progress_bar()
@@ -270,11 +271,12 @@ def quiet_loading():
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
             yield
-    finally:
+    finally:  # back to what the user had, bars included
         d_logging.set_verbosity(levels[0])
         t_logging.set_verbosity(levels[1])
-        d_logging.enable_progress_bar()
-        t_logging.enable_progress_bar()
+        for module, enabled in zip((d_logging, t_logging), bars, strict=True):
+            if enabled:
+                module.enable_progress_bar()
 
 
 def clear_cache() -> None:

@@ -173,3 +173,39 @@ def test_zero_terminal_snr_models_get_samplers_that_work():
     assert karras.config.rescale_betas_zero_snr and karras.config.prediction_type == "v_prediction"
     with pytest.warns(UserWarning, match="ignores the model's zero-terminal-SNR"):
         make_scheduler(config, "LMS")
+
+
+@pytest.mark.parametrize("bars_on", [True, False])
+def test_loading_quietly_gives_back_the_users_logging_settings(base, files, bars_on):
+    from diffusers.utils import logging as d_logging
+    from transformers.utils import logging as t_logging
+
+    gen = Generator(base)
+    before = (d_logging.get_verbosity(), t_logging.get_verbosity())
+    for module in (d_logging, t_logging):
+        module.enable_progress_bar() if bars_on else module.disable_progress_bar()
+    try:
+        gen.generate_batch(["a zkx"], seeds=[1], loras=[(files["a"], 1.0)], steps=2)  # loads a LoRA quietly
+        assert (d_logging.get_verbosity(), t_logging.get_verbosity()) == before
+        assert d_logging.is_progress_bar_enabled() is bars_on
+        assert t_logging.is_progress_bar_enabled() is bars_on
+    finally:
+        d_logging.enable_progress_bar()
+        t_logging.enable_progress_bar()
+
+
+def test_quiet_model_loading_leaves_disabled_progress_bars_disabled():
+    from diffusers.utils import logging as d_logging
+    from transformers.utils import logging as t_logging
+
+    from lorakit.models import quiet_loading
+
+    d_logging.disable_progress_bar()
+    t_logging.disable_progress_bar()
+    try:
+        with quiet_loading():
+            pass
+        assert not d_logging.is_progress_bar_enabled() and not t_logging.is_progress_bar_enabled()
+    finally:
+        d_logging.enable_progress_bar()
+        t_logging.enable_progress_bar()
