@@ -341,11 +341,10 @@ def write_log(out: Path, log: Log) -> None:
     text = [
         "# toy-base: training log",
         "",
-        "Made by `scripts/train_toy_base.py` on one CPU core (OMP_NUM_THREADS=1) of a 2-core machine, in stages "
-        "(the first run, then `--continue-minutes` runs, each a new warm-up and cosine; see `optimizer` below). The "
-        "first 83 UNet minutes shared the machine with other jobs (load average 4-6, 2-3× fewer steps per minute "
-        "than an idle core); the last 45-minute stage shared it with one other job. Diffusers folder, safetensors, "
-        "loadable offline with `StableDiffusionPipeline.from_pretrained`.",
+        "Made by `scripts/train_toy_base.py` on one CPU core (OMP_NUM_THREADS=1), in stages: the first run, then "
+        "any `--continue-minutes` runs, each a new warm-up and cosine (see `optimizer` below). Diffusers folder, "
+        "safetensors, loadable offline with `StableDiffusionPipeline.from_pretrained`.",
+        *([""] + [f"- {note}" for note in f["notes"]] if f.get("notes") else []),  # how the runs went
         "",
         "- VAE: AutoencoderKL, block_out_channels 16/32, f=2: 32×32×3 scenes ↔ 16×16×4 latents; MSE + 1e-4 KL; "
         "`scaling_factor` = 1/std of the latents.",
@@ -411,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="continue training the saved model's UNet + text encoder for this long")
     parser.add_argument("--continue-lr", type=float, default=5e-4, help="peak learning rate when continuing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--note", action="append", default=[],
+                        help="a sentence for the log about this run (e.g. how loaded the machine was)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     log = Log()
@@ -418,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.eval_only or args.continue_minutes:
         log.figures = json.loads(fig_path.read_text())
         log.lines = (args.out / "train.log").read_text().splitlines()
+    log.figures.setdefault("notes", []).extend(args.note)
     if args.continue_minutes:
         continue_training(args, log)
     elif not args.eval_only:
