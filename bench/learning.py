@@ -152,6 +152,18 @@ def run(workdir: Path, cfg: TrainConfig, strengths: list[float], spec: EvalSpec,
             "recommended": recommended, "best": best_cell(cells), "base": cells[0]}
 
 
+def mean_cells(runs: list[list[Cell]]) -> tuple[list[Cell], dict[tuple[int, float], tuple[float, float]]]:
+    """Cells averaged over training runs (same epochs and strengths), and each cell's likeness (min, max)."""
+    out, spread = [], {}
+    names = ("likeness", "adaptability", "unseen_adaptability", "ordinary")
+    for group in zip(*runs, strict=True):
+        first = group[0]
+        means = [sum(getattr(c, name) for c in group) / len(group) for name in names]
+        out.append(Cell(first.epoch, first.strength, *means, first.checkpoint))
+        spread[(first.epoch, first.strength)] = (min(c.likeness for c in group), max(c.likeness for c in group))
+    return out, spread
+
+
 def apply_override(cfg: TrainConfig, item: str) -> None:
     """Set one recipe value from 'section.key=value' (the value read as TOML: 16, 1e-3, true, "text")."""
     import tomllib
@@ -173,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--score-epochs", default="", help="comma-separated epochs to score (default: all)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a recipe setting, e.g. --set network.rank=16 (values parsed as TOML)")
+    parser.add_argument("--seeds", default="", help="train once per seed (e.g. 42,43,44) and report the means: "
+                        "one run's likeness varies by about ±0.1 with the seed")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -186,9 +200,33 @@ def main(argv: list[str] | None = None) -> None:
     spec = EvalSpec() if not args.n else EvalSpec(n_seen=args.n // 2, n_unseen=args.n, n_ordinary=args.n)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lorakit-bench-"))
     score_epochs = [int(e) for e in args.score_epochs.split(",") if e]
-    out = run(workdir, cfg, [float(s) for s in args.strengths.split(",")], spec, score_epochs or None)
-    print()
-    print(format_table(out["cells"]))
+    strengths = [float(s) for s in args.strengths.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    if len(seeds) > 1:
+        runs = []
+        for seed in seeds:
+            print(f"--- training seed {seed}", flush=True)
+            cfg.training.seed = seed
+            runs.append(run(workdir / f"seed-{seed}", cfg, strengths, spec, score_epochs or None))
+        cells, spread = mean_cells([r["cells"] for r in runs])
+        recommended = next(c for c in cells if (c.epoch, c.strength) == (runs[0]["recommended"].epoch,
+                                                                             runs[0]["recommended"].strength))
+        out = {"cells": cells, "train_seconds": sum(r["train_seconds"] for r in runs) / len(runs),
+               "eval_seconds": sum(r["eval_seconds"] for r in runs), "recommended": recommended,
+               "best": best_cell(cells), "base": cells[0], "seeds": seeds,
+               "runs": [[asdict(c) for c in r["cells"]] for r in runs]}
+        print(f"\nmeans over training seeds {', '.join(map(str, seeds))}; last column: likeness of each run, min-max")
+        header, *rows = format_table(cells).splitlines()
+        print(header)
+        for row, c in zip(rows, cells, strict=True):
+            lo, hi = spread[(c.epoch, c.strength)]
+            print(f"{row}   {lo:.2f}-{hi:.2f}")
+    else:
+        if seeds:
+            cfg.training.seed = seeds[0]
+        out = run(workdir, cfg, strengths, spec, score_epochs or None)
+        print()
+        print(format_table(out["cells"]))
     print(f"\ntraining {out['train_seconds']:.0f}s, scoring {out['eval_seconds']:.0f}s; "
           f"base model likeness {out['base'].likeness:.2f}")
     b, r = out["best"], out["recommended"]

@@ -128,6 +128,8 @@ def build_metadata(cfg: TrainConfig, base, run: dict[str, Any]) -> dict[str, str
         "ss_multires_noise_iterations": t.multires_noise_iterations,
         "ss_multires_noise_discount": t.multires_noise_discount,
         "ss_min_snr_gamma": t.min_snr_gamma,
+        "ss_debiased_estimation": t.debiased_estimation_loss,
+        "ss_ip_noise_gamma": t.ip_noise_gamma,
         "ss_zero_terminal_snr": bool(base.noise_scheduler.config.get("rescale_betas_zero_snr", False)),
         "ss_shuffle_caption": d.shuffle_caption,
         "ss_keep_tokens": d.keep_tokens,

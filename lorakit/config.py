@@ -267,6 +267,12 @@ class TrainingConfig:
     multires_noise_iterations: int = _f(0, "Pyramid (multires) noise levels; 6-10 when used, 0 = off.")
     multires_noise_discount: float = _f(0.3, "How much each coarser pyramid level is damped.")
     min_snr_gamma: float = _f(0.0, "Min-SNR loss weighting (5 is the paper's value); 0 = off. Stabilises training.")
+    debiased_estimation_loss: bool = _f(False, "Weigh the loss towards the noisiest timesteps, where shape and "
+                                               "composition are decided (debiased estimation, Yu et al. 2023).")
+    min_timestep: int = _f(0, "Train only timesteps from this one up (0-999): higher skips the fine-detail steps.")
+    max_timestep: int = _f(1000, "Train only timesteps below this one (1-1000): lower skips the composition steps.")
+    ip_noise_gamma: float = _f(0.0, "Input perturbation: extra noise on the model's input only (0.1 when used); "
+                                    "a regulariser against overfitting.")
     seed: int = _f(42, "Random seed: the same seed, data and settings give the same LoRA.")
 
     def __post_init__(self) -> None:
@@ -276,8 +282,11 @@ class TrainingConfig:
         _non_negative("training.max_train_steps", self.max_train_steps)
         if self.train_batch_size < 1:
             raise ConfigError("training.train_batch_size must be >= 1.")
-        for name in ("noise_offset", "multires_noise_iterations", "min_snr_gamma"):
+        for name in ("noise_offset", "multires_noise_iterations", "min_snr_gamma", "ip_noise_gamma"):
             _non_negative(f"training.{name}", getattr(self, name))
+        if not 0 <= self.min_timestep < self.max_timestep <= 1000:
+            raise ConfigError(f"training.min_timestep {self.min_timestep} and max_timestep {self.max_timestep} must "
+                              "satisfy 0 <= min < max <= 1000 (the full range is 0 and 1000).")
         if not 0 <= self.multires_noise_discount <= 1:
             raise ConfigError("training.multires_noise_discount must be between 0 and 1 (0.3 is usual).")
 
@@ -613,6 +622,8 @@ def advice(cfg: TrainConfig) -> list[str]:
         out.append("AdamW8bit needs the bitsandbytes package and a CUDA GPU; on a CPU choose AdamW.")
     if cfg.model.family == "sdxl" and d.resolution < 1024:
         out.append(f"SDXL was trained at 1024 px; data.resolution {d.resolution} gives blurry results.")
+    if t.min_snr_gamma and t.debiased_estimation_loss:
+        out.append("min_snr_gamma and debiased_estimation_loss both reweigh the loss by timestep; use one of them.")
     if t.noise_offset and t.multires_noise_iterations:
         out.append("noise_offset and multires noise are both on: kohya refuses this mix; lorakit adds both.")
     if cfg.saving.save_every_n_epochs > t.max_train_epochs:

@@ -10,7 +10,9 @@ settings give the same pixels on CPU; strength 0 (or no LoRA) gives exactly the 
 
 Each LoRA file (ours, or a kohya-format file from another trainer) is loaded once as a diffusers adapter; switching
 checkpoint or strength only switches adapters and weights, the base model stays loaded. At most ``max_adapters``
-files stay loaded; the least recently used one is deleted when another is needed.
+files stay loaded; the least recently used one is deleted when another is needed. LoHa, LoKr and DoRA files, which
+diffusers cannot load (or loads without DoRA's magnitudes), are applied by ``lorakit.patching`` instead: their
+deltas are added to the weights, as AUTOMATIC1111 does, and taken off when they are switched off.
 """
 
 from __future__ import annotations
@@ -162,7 +164,51 @@ class Generator:
         # resolved file path -> adapter name, least recently used first; kept on the (cached) base model, which
         # every Generator shares, so that the trainer can clear it when it strips the adapters
         self._adapters: dict[str, str] = self.base.extra.setdefault("adapters", {})
+        # resolved path -> tensors of the LoHa/LoKr/DoRA files applied by weight patching (same order and limit)
+        self._patch_files: dict[str, dict[str, torch.Tensor]] = self.base.extra.setdefault("patch_files", {})
         self.loads = 0  # LoRA files read from disk by this Generator
+
+    @property
+    def patcher(self):
+        from lorakit.patching import WeightPatcher
+
+        if "patcher" not in self.base.extra:
+            self.base.extra["patcher"] = WeightPatcher(self.base)
+        return self.base.extra["patcher"]
+
+    def _is_patch_file(self, path: str | Path) -> bool:
+        from safetensors import safe_open
+
+        from lorakit.patching import needs_patching
+
+        key = str(Path(path).resolve())
+        if key in self._patch_files:
+            return True
+        if key in self._adapters or not Path(key).is_file():
+            return False
+        with safe_open(key, framework="pt") as f:
+            return needs_patching(f.keys())
+
+    def _patch_state(self, path: str | Path) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        from lorakit.patching import PatchError
+
+        key = str(Path(path).resolve())
+        state = self._patch_files.pop(key, None)
+        if state is None:
+            state = load_file(key)
+            try:
+                self.patcher.check(state, Path(key).name)
+            except PatchError as e:
+                origin = _trained_on(key)
+                raise GenerateError(f"{e}" + (f" (its metadata says: {origin})" if origin != "unknown" else "")
+                                    ) from None
+            self.loads += 1
+        self._patch_files[key] = state  # (re)inserted last: the most recently used
+        while len(self._patch_files) > max(self.max_adapters, 1):
+            self._patch_files.pop(next(iter(self._patch_files)))
+        return state
 
     # ---- LoRA files as adapters ----------------------------------------------------------------------
     def _adapter_for(self, path: str | Path) -> str:
@@ -201,12 +247,19 @@ class Generator:
                 self.pipe.delete_adapters(name)
 
     def loaded(self) -> list[str]:
-        """Paths of the LoRA files currently loaded as adapters, least recently used first."""
-        return list(self._adapters)
+        """Paths of the LoRA files currently loaded (adapters, then patch files), least recently used first."""
+        return list(self._adapters) + list(self._patch_files)
 
     def apply(self, loras: Sequence[tuple[str | Path, float]]) -> None:
         """Activate exactly these LoRA files at these strengths (all others off); none or all-zero = base model."""
-        active = [(self._adapter_for(p), float(w)) for p, w in loras if float(w) != 0.0]
+        loras = [(p, float(w)) for p, w in loras if float(w) != 0.0]
+        for p, _ in loras:
+            if not Path(p).is_file():
+                raise GenerateError(f"LoRA file not found: {p}")
+        patched = [(p, w) for p, w in loras if self._is_patch_file(p)]
+        if patched or ("patcher" in self.base.extra and self.patcher.patched):
+            self.patcher.apply([(self._patch_state(p), w) for p, w in patched])
+        active = [(self._adapter_for(p), w) for p, w in loras if (p, w) not in patched]
         self._evict(keep=max(self.max_adapters, len(active)))  # the ones just used are the most recent
         if not active:
             if self._adapters:

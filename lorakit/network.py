@@ -257,6 +257,10 @@ def detach_all(base: BaseModel) -> None:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     base.extra.get("adapters", {}).clear()  # a Generator reloads its LoRA files after this
+    base.extra.get("patch_files", {}).clear()
+    patcher = base.extra.get("patcher")
+    if patcher is not None:  # LoHa/LoKr/DoRA files a Generator added to the weights: take them off
+        patcher.restore()
 
     for model in [base.unet, *base.text_encoders]:
         for name, module in list(model.named_modules()):

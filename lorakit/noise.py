@@ -1,4 +1,5 @@
-"""Noise and loss options of kohya's trainer: noise offset, multires (pyramid) noise, min-SNR weighting."""
+"""Noise and loss options of kohya's trainer: noise offset, multires (pyramid) noise, timestep range,
+input perturbation, min-SNR and debiased-estimation weighting."""
 
 from __future__ import annotations
 
@@ -34,6 +35,29 @@ def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float, prediction
     if prediction_type == "v_prediction":
         return clipped / (snr + 1)
     return clipped / snr.clamp(min=1e-8)
+
+
+def debiased_weights(scheduler, timesteps: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """Per-sample loss weights 1/sqrt(SNR) (ε) or 1/(SNR+1) (v), as kohya's debiased estimation.
+
+    They grow with the noise level, so the noisiest timesteps, where the shape and composition of the image are
+    decided, count most. SNR is held in [1e-3, 1000]: infinite at t=0, and 0 at the last step of a zero-terminal-SNR
+    schedule, where 1/sqrt would be infinite too.
+    """
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, timesteps).float().clamp(1e-3, 1000.0)
+    if prediction_type == "v_prediction":
+        return 1 / (snr + 1)
+    return 1 / snr.sqrt()
+
+
+def sample_timesteps(n: int, generator: torch.Generator, num_train_timesteps: int, min_timestep: int = 0,
+                     max_timestep: int = 1000) -> torch.Tensor:
+    """A uniform random timestep per image, in [min_timestep, max_timestep) cut to the scheduler's range."""
+    high = min(max_timestep, num_train_timesteps)
+    low = min(min_timestep, high - 1)
+    return torch.randint(low, high, (n,), generator=generator)
 
 
 def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,

@@ -36,7 +36,7 @@ from lorakit.dataset import (
 )
 from lorakit.models import BaseModel, load_base
 from lorakit.network import Network
-from lorakit.noise import min_snr_weights, sample_noise, training_target
+from lorakit.noise import debiased_weights, min_snr_weights, sample_noise, sample_timesteps, training_target
 from lorakit.optim import build_optimizer, build_scheduler
 from lorakit.project import Project
 
@@ -229,9 +229,13 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                     # 2. noise, and a random timestep per image: the model learns every noise level
                     noise = sample_noise(latents, noise_gen, t.noise_offset, t.multires_noise_iterations,
                                          t.multires_noise_discount)
-                    timesteps = torch.randint(0, sched.config.num_train_timesteps, (len(batch),),
-                                              generator=noise_gen).to(accelerator.device)
-                    noisy = sched.add_noise(latents, noise, timesteps)
+                    timesteps = sample_timesteps(len(batch), noise_gen, sched.config.num_train_timesteps,
+                                                 t.min_timestep, t.max_timestep).to(accelerator.device)
+                    if t.ip_noise_gamma:  # input perturbation: the model sees more noise than its target holds
+                        extra = torch.randn(noise.shape, generator=noise_gen).to(noise.device, noise.dtype)
+                        noisy = sched.add_noise(latents, noise + t.ip_noise_gamma * extra, timesteps)
+                    else:
+                        noisy = sched.add_noise(latents, noise, timesteps)
                     # 3. the caption, as the text encoder (training or frozen) sees it
                     rng = random.Random(f"{t.seed}:{epoch}:{b_index}")
                     captions = [process_caption(s.item.caption, rng, d.shuffle_caption, d.keep_tokens,
@@ -246,10 +250,12 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                     with accelerator.autocast():
                         pred = base.unet(noisy, timesteps, hidden.to(weight_dtype),
                                          added_cond_kwargs=added).sample
-                    # 5. loss per image: min-SNR weighting, and the prior-preservation weight on reg images
+                    # 5. loss per image: min-SNR or debiased weighting, and the prior-preservation weight on reg images
                     loss = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
                     if t.min_snr_gamma:
                         loss = loss * min_snr_weights(sched, timesteps, t.min_snr_gamma, base.prediction_type)
+                    if t.debiased_estimation_loss:
+                        loss = loss * debiased_weights(sched, timesteps, base.prediction_type).to(loss.device)
                     weights = torch.tensor([d.prior_loss_weight if s.item.is_reg else 1.0 for s in batch],
                                            device=loss.device)
                     loss = (loss * weights).mean()

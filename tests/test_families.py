@@ -172,3 +172,26 @@ def test_same_seed_same_lora_tensors(models, tmp_path):
                             training__min_snr_gamma=5.0)
     other = load_file(train(project, cfg).final)
     assert any(not torch.equal(files[0][k], other[k]) for k in other), "another seed, another LoRA"
+
+
+def test_timestep_range_input_perturbation_and_debiased_loss(models, tmp_path, monkeypatch):
+    drawn = []
+    real = train_mod.sample_timesteps
+    monkeypatch.setattr(train_mod, "sample_timesteps", lambda *a, **k: drawn.append(real(*a, **k)) or drawn[-1])
+    plain = load_file(train(*_project(tmp_path / "plain", models["sd1"], steps=3)).final)
+    drawn.clear()
+    options = dict(training__min_timestep=500, training__max_timestep=900, training__ip_noise_gamma=0.1,
+                   training__debiased_estimation_loss=True)
+    result = train(*_project(tmp_path / "opts", models["sd1"], steps=3, **options))
+    t = torch.cat(drawn)
+    assert len(t) >= 3 and t.min() >= 500 and t.max() < 900
+    tuned = load_file(result.final)
+    assert any(not torch.equal(plain[k], tuned[k]) for k in plain)
+    meta = read_lora_metadata(result.final)
+    assert meta["ss_debiased_estimation"] == "True" and meta["ss_ip_noise_gamma"] == "0.1"
+    for flag in ("training__ip_noise_gamma", "training__debiased_estimation_loss"):  # each one alone matters too
+        one = {"training__min_timestep": 500, "training__max_timestep": 900, flag: options[flag]}
+        base = load_file(train(*_project(tmp_path / f"{flag}-off", models["sd1"], steps=2, training__min_timestep=500,
+                                         training__max_timestep=900)).final)
+        alone = load_file(train(*_project(tmp_path / flag, models["sd1"], steps=2, **one)).final)
+        assert any(not torch.equal(base[k], alone[k]) for k in base), flag

@@ -136,6 +136,13 @@ def test_noise_warmup_optimizer_and_resolution_rules():
     assert wide.config.data.resolution == 624 and wide.unsupported[0][0] == "max_resolution"
     assert import_kohya({"epoch": 3, "max_train_epochs": "7"}).config.training.max_train_epochs == 7
     assert import_kohya({"unknown_new_flag": 1}).unsupported[0][0] == "unknown_new_flag"
+    loss = import_kohya({"debiased_estimation_loss": True, "min_timestep": "200", "max_timestep": 800,
+                         "ip_noise_gamma": 0.1})
+    t = loss.config.training
+    assert (t.debiased_estimation_loss, t.min_timestep, t.max_timestep, t.ip_noise_gamma) == (True, 200, 800, 0.1)
+    assert not loss.unsupported
+    with pytest.raises(ConfigError, match="min_timestep"):
+        import_kohya({"min_timestep": 900, "max_timestep": 100})
 
 
 def _export_cases() -> list[TrainConfig]:
@@ -144,7 +151,8 @@ def _export_cases() -> list[TrainConfig]:
         "training.multires_noise_iterations": 6, "optimizer.lr_scheduler": "cosine_with_restarts",
         "optimizer.lr_scheduler_num_cycles": 3, "optimizer.lr_warmup_ratio": 0.123, "training.torch_compile": True,
         "sampling.sample_prompts": ["a --w 512", "b"], "data.dataset_dir": "imgs", "network.train_unet": False,
-        "model.allow_pickle": True, "sampling.sample_cfg": 4.5,
+        "model.allow_pickle": True, "sampling.sample_cfg": 4.5, "training.debiased_estimation_loss": True,
+        "training.min_timestep": 100, "training.max_timestep": 900, "training.ip_noise_gamma": 0.1,
     })
     return [TrainConfig(), demo_config(), odd, import_kohya(fixture_text()).config,
             *(apply_preset(n) for n in PRESETS)]

@@ -1,4 +1,4 @@
-"""Noise and loss options: noise offset, multires noise, min-SNR weights, ε / v targets."""
+"""Noise and loss options: noise offset, multires noise, timestep range, min-SNR and debiased weights, ε / v targets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from lorakit.noise import min_snr_weights, sample_noise, training_target
+from lorakit.noise import debiased_weights, min_snr_weights, sample_noise, sample_timesteps, training_target
 
 SCHED = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
@@ -52,6 +52,37 @@ def test_min_snr_weights_follow_the_paper():
     torch.testing.assert_close(eps, torch.minimum(snr, torch.tensor(5.0)) / snr)
     torch.testing.assert_close(v, torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
     assert eps[0] < 0.01 and eps[-1] == 1.0, "low-noise steps are damped, noisy steps keep weight 1"
+
+
+ZERO_SNR = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         rescale_betas_zero_snr=True, prediction_type="v_prediction")
+
+
+def test_debiased_weights_grow_with_the_noise_and_stay_finite():
+    t = torch.tensor([0, 1, 100, 500, 900, 999])
+    snr = SCHED.alphas_cumprod[t] / (1 - SCHED.alphas_cumprod[t])
+    eps = debiased_weights(SCHED, t, "epsilon")
+    torch.testing.assert_close(eps[1:], 1 / snr[1:].clamp(max=1000).sqrt())
+    v = debiased_weights(SCHED, t, "v_prediction")
+    torch.testing.assert_close(v[1:], 1 / (snr[1:] + 1))
+    assert (eps.diff() > 0).all() and (v.diff() > 0).all(), "the noisier the step, the more it weighs"
+    # zero terminal SNR: the last step has SNR 0, where 1/sqrt(SNR) would be infinite
+    last = torch.tensor([999])
+    assert ZERO_SNR.alphas_cumprod[999] < 1e-6
+    assert debiased_weights(ZERO_SNR, last, "v_prediction").item() == pytest.approx(1.0, abs=1e-2)
+    assert torch.isfinite(debiased_weights(ZERO_SNR, last, "epsilon")).all()
+
+
+def test_timesteps_stay_in_the_asked_range():
+    gen = torch.Generator().manual_seed(0)
+    full = sample_timesteps(4000, gen, 1000)
+    assert full.min() == 0 and full.max() == 999, "by default every timestep can be drawn"
+    part = sample_timesteps(4000, gen, 1000, min_timestep=200, max_timestep=700)
+    assert part.min() == 200 and part.max() == 699
+    short = sample_timesteps(100, gen, 500, min_timestep=0, max_timestep=1000)
+    assert short.max() < 500, "cut to the scheduler's own number of timesteps"
+    a = sample_timesteps(8, torch.Generator().manual_seed(3), 1000)
+    assert torch.equal(a, sample_timesteps(8, torch.Generator().manual_seed(3), 1000))
 
 
 def test_targets():
