@@ -252,13 +252,15 @@ class Generator:
 
     def apply(self, loras: Sequence[tuple[str | Path, float]]) -> None:
         """Activate exactly these LoRA files at these strengths (all others off); none or all-zero = base model."""
+        from lorakit.patching import PatchError
+
         loras = [(p, float(w)) for p, w in loras if float(w) != 0.0]
-        for p, _ in loras:
-            if not Path(p).is_file():
-                raise GenerateError(f"LoRA file not found: {p}")
-        patched = [(p, w) for p, w in loras if self._is_patch_file(p)]
+        patched = [(p, w) for p, w in loras if self._is_patch_file(p)]  # a missing file: _adapter_for says so
         if patched or ("patcher" in self.base.extra and self.patcher.patched):
-            self.patcher.apply([(self._patch_state(p), w) for p, w in patched])
+            try:
+                self.patcher.apply([(self._patch_state(p), w) for p, w in patched])
+            except PatchError as e:
+                raise GenerateError(f"{', '.join(Path(p).name for p, _ in patched)}: {e}") from None
         active = [(self._adapter_for(p), w) for p, w in loras if (p, w) not in patched]
         self._evict(keep=max(self.max_adapters, len(active)))  # the ones just used are the most recent
         if not active:

@@ -111,18 +111,12 @@ class WeightPatcher:
         return sorted(self._saved)
 
     def check(self, state_dict: Mapping[str, torch.Tensor], name: str = "this file") -> None:
-        """Raise PatchError if some of the file's layers are missing from the base model or differ in shape."""
+        """Raise PatchError if some of the file's layers are missing from the base model (cheap: names only;
+        a layer whose shape differs is caught by ``apply``)."""
         missing = [g for g in _groups(state_dict) if g not in self.index]
         if missing:
             raise PatchError(f"{name} has {len(missing)} layers this base model does not have (e.g. {missing[0]}): "
                              "it was trained for another model.")
-        for group in _groups(state_dict):
-            weight = self.index[group].weight
-            try:
-                layer_delta(state_dict, group, weight)
-            except RuntimeError as e:
-                raise PatchError(f"{name}: layer {group} does not fit this base model's {tuple(weight.shape)} "
-                                 f"weight ({e}): it was trained for another model.") from None
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -141,5 +135,10 @@ class WeightPatcher:
                 layer = self.index[group]
                 if group not in self._saved:
                     self._saved[group] = layer.weight.detach().clone()
-                delta = layer_delta(state_dict, group, self._saved[group])
+                try:
+                    delta = layer_delta(state_dict, group, self._saved[group])
+                except RuntimeError as e:  # a factor whose size does not fit: leave no file half applied
+                    self.restore()
+                    raise PatchError(f"layer {group} does not fit this base model's {tuple(layer.weight.shape)} "
+                                     f"weight ({e}): the file was trained for another model.") from None
                 layer.weight.add_((delta * strength).to(layer.weight.dtype))
