@@ -45,7 +45,10 @@ def _cmd_train(args) -> int:
     callbacks: list[Callback] = default_callbacks(project)
     result = train(project, cfg, callbacks=callbacks if _is_main() else [], resume=args.resume)
     if args.print_checksum:
-        print(f"rank {result.process_index}/{result.num_processes} weights checksum: {result.weights_checksum}")
+        # one write with its newline, flushed: the ranks share one stdout pipe
+        sys.stdout.write(f"rank {result.process_index}/{result.num_processes} weights checksum: "
+                         f"{result.weights_checksum}\n")
+        sys.stdout.flush()
     if not _is_main():
         return 0
     if result.interrupted:
