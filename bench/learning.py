@@ -128,18 +128,18 @@ def best_cell(cells: list[Cell], min_ordinary: float = 0.9) -> Cell:
     return max(pool, key=lambda c: (c.likeness * c.adaptability, c.epoch == max(x.epoch for x in pool), -c.epoch))
 
 
-def run(workdir: Path, cfg: TrainConfig, strengths: list[float], spec: EvalSpec, epochs_to_score: list[int] | None
-        ) -> dict:
+def run(workdir: Path, cfg: TrainConfig, strengths: list[float], spec: EvalSpec, epochs_to_score: list[int] | None,
+        base: Path = BASE_MODEL) -> dict:
     """Train the demo LoRA, score the base model and every (epoch, strength); returns all the figures."""
     from lorakit.generate import Generator
 
     project = prepare_project(workdir)
-    cfg.model.base_model = str(BASE_MODEL)
+    cfg.model.base_model = str(base)
     checkpoints, train_seconds = train_demo(project, cfg)
     n_epochs = cfg.training.max_train_epochs
     by_epoch = {epoch_of(p, n_epochs): p for p in checkpoints}
     print(f"trained {len(checkpoints)} checkpoints in {train_seconds:.0f}s", flush=True)
-    gen = Generator(str(BASE_MODEL))
+    gen = Generator(str(base))
     t0 = time.time()
     cells = [evaluate(gen, None, 0.0, spec)]
     for epoch in sorted(by_epoch):
@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="override a recipe setting, e.g. --set network.rank=16 (values parsed as TOML)")
     parser.add_argument("--seeds", default="", help="train once per seed (e.g. 42,43,44) and report the means: "
                         "one run's likeness varies by about ±0.1 with the seed")
+    parser.add_argument("--base", type=Path, default=BASE_MODEL, help="the base model folder (default: data/toy-base)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in seeds:
             print(f"--- training seed {seed}", flush=True)
             cfg.training.seed = seed
-            runs.append(run(workdir / f"seed-{seed}", cfg, strengths, spec, score_epochs or None))
+            runs.append(run(workdir / f"seed-{seed}", cfg, strengths, spec, score_epochs or None, args.base))
         cells, spread = mean_cells([r["cells"] for r in runs])
         recommended = next(c for c in cells if (c.epoch, c.strength) == (runs[0]["recommended"].epoch,
                                                                              runs[0]["recommended"].strength))
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if seeds:
             cfg.training.seed = seeds[0]
-        out = run(workdir, cfg, strengths, spec, score_epochs or None)
+        out = run(workdir, cfg, strengths, spec, score_epochs or None, args.base)
         print()
         print(format_table(out["cells"]))
     print(f"\ntraining {out['train_seconds']:.0f}s, scoring {out['eval_seconds']:.0f}s; "

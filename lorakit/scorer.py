@@ -6,8 +6,11 @@
 
 Analytic, no model: the background colour is the median of the image's border; the shape is the largest
 connected region that differs from it; its colour is the mean of its core; its kind is the template
-(circle, square, triangle, cross, drawn in the region's bounding box) that overlaps it best (IoU).
+(every shape of the toy world, drawn in the region's bounding box) that overlaps it best (IoU).
 Colours are named by the nearest colour of the toy palette.
+
+All nine shapes compete, not only the ones a prompt could ask for: with only circle, square, triangle and cross,
+a rounded, diamond-like blob overlaps the cross best and would count as one (the diamond template takes it).
 """
 
 from __future__ import annotations

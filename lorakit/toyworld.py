@@ -4,8 +4,9 @@
     scene = scene_from_seed(7)
     render(scene, 64).save("scene.png"); print(scene.caption())   # "a red circle on a blue background"
 
-The base model in ``data/toy-base`` was pretrained on these scenes (circle, square, triangle); the demo teaches
-it a shape it has never seen, the plus-shaped cross, under the made-up trigger word ``TRIGGER``.
+The base model in ``data/toy-base`` was pretrained on these scenes (circle, square, triangle, and the
+``EXTRA_SHAPES`` named by made-up words: ring, diamond, star, frame, crescent); the demo teaches it a shape it has
+never seen, the plus-shaped cross, under the made-up trigger word ``TRIGGER``.
 Everything is deterministic from a seed.
 """
 
@@ -31,7 +32,16 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 COLORS: tuple[str, ...] = tuple(PALETTE)
 BASE_SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 CONCEPT_SHAPE = "cross"
-ALL_SHAPES: tuple[str, ...] = (*BASE_SHAPES, CONCEPT_SHAPE)
+# shapes named by spare words, for a base pretrained on a wider world (scripts/train_toy_base.py --extra-shapes):
+# a model that already draws several shapes learns a new one more readily; none of them is the cross
+EXTRA_SHAPES: dict[str, str] = {
+    "dax": "ring",
+    "wug": "diamond",
+    "kiki": "five-pointed star",
+    "toma": "square frame",
+    "fep": "crescent",
+}
+ALL_SHAPES: tuple[str, ...] = (*BASE_SHAPES, CONCEPT_SHAPE, *EXTRA_SHAPES)
 TRIGGER = "blicket"
 SPARE_WORDS: tuple[str, ...] = ("blicket", "dax", "wug", "toma", "fep", "zorb", "kiki", "bouba")
 CAPTION_WORDS: tuple[str, ...] = ("a", "an", "on", "background", "shape", *COLORS, *BASE_SHAPES)
@@ -125,6 +135,20 @@ def shape_mask(shape: str, x: np.ndarray, y: np.ndarray, cx: float, cy: float, s
     if shape == "cross":  # a plus sign whose arms are a third of its size wide
         arm = size / 6
         return ((np.abs(dx) <= arm) & (np.abs(dy) <= h)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= h))
+    if shape == "dax":  # a ring, 45% of the radius thick
+        r2 = dx * dx + dy * dy
+        return (r2 <= h * h) & (r2 >= (0.55 * h) ** 2)
+    if shape == "wug":  # a diamond
+        return np.abs(dx) + np.abs(dy) <= h
+    if shape == "kiki":  # a five-pointed star, point down: the edge's radius goes linearly (in angle) from a
+        k = 2 * np.pi / 5  # notch (radius 0.45 h, straight up) to a point (radius h)
+        toward_point = 1 - np.abs(np.mod(np.arctan2(dx, -dy), k) - k / 2) / (k / 2)
+        return np.sqrt(dx * dx + dy * dy) <= h * (0.45 + 0.55 * toward_point)
+    if shape == "toma":  # a square frame, 45% of the half-side thick
+        m = np.maximum(np.abs(dx), np.abs(dy))
+        return (m <= h) & (m >= 0.55 * h)
+    if shape == "fep":  # a crescent, opening to the right: a disc with a bite out of it
+        return (dx * dx + dy * dy <= h * h) & ((dx - 0.45 * h) ** 2 + dy * dy > (0.8 * h) ** 2)
     raise ValueError(f"unknown shape {shape!r}; known: {', '.join(ALL_SHAPES)}")
 
 

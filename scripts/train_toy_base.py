@@ -268,7 +268,8 @@ def folder_mb(path: Path) -> float:
 # ---- stage 3: evaluation ---------------------------------------------------------------------------
 
 
-def evaluate(out: Path, log: Log, n: int, steps: int = 25, cfg: float = 4.0) -> dict:
+def evaluate(out: Path, log: Log, n: int, steps: int = 25, cfg: float = 4.0, shapes=tw.BASE_SHAPES,
+             sheet_name: str = "eval_samples.png") -> dict:
     """Sample n prompts over the (shape, colour, background) triples (126 = every one) and score them."""
     from diffusers import StableDiffusionPipeline
 
@@ -276,7 +277,7 @@ def evaluate(out: Path, log: Log, n: int, steps: int = 25, cfg: float = 4.0) -> 
 
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    triples = tw.all_triples()
+    triples = tw.all_triples(shapes)
     random.Random(5).shuffle(triples)
     triples = triples[:n]
     hits = {"shape": 0, "color": 0, "background": 0, "all": 0}
@@ -296,16 +297,17 @@ def evaluate(out: Path, log: Log, n: int, steps: int = 25, cfg: float = 4.0) -> 
         if tw.is_held_out(exp.shape, exp.color, exp.background):
             held["n"] += 1
             held["all"] += s["correct"]
-    sheet(images, asked, out / "eval_samples.png")
+    sheet(images, asked, out / sheet_name)
     res = {k: v / len(triples) for k, v in hits.items()}
     res.update(n=len(triples), held_out_n=held["n"], held_out_all=held["all"] / max(held["n"], 1),
                seconds=round(time.time() - t0))
-    log.say(f"eval over {len(triples)} prompts ({steps} steps, CFG {cfg}, Euler a): " + json.dumps(res))
+    log.say(f"eval over {len(triples)} prompts of {', '.join(shapes)} ({steps} steps, CFG {cfg}, Euler a): "
+            + json.dumps(res))
     return res
 
 
 def scorer_accuracy(log: Log, n: int = 400) -> dict:
-    """The scorer's accuracy on held-out generator images (all four shapes), clean and blurred + noisy."""
+    """The scorer's accuracy on held-out generator images (every shape), clean and blurred + noisy."""
     from PIL import ImageFilter
 
     from lorakit.scorer import score_batch
@@ -357,6 +359,10 @@ def write_log(out: Path, log: Log) -> None:
         "scheduler Euler a. Batch 32, EMA 0.999, 10% empty captions (for CFG).",
         "- Data: scenes of `lorakit.toyworld` (circle/square/triangle × 7 colours × 6 backgrounds); 1 in 8 "
         "(shape, colour, background) triples is held out of pretraining and appears only in the evaluation.",
+        *(["- Extra shapes (`--extra-shapes`), named by spare words, in the stages that list them: "
+           + ", ".join(f"`{k}` = {v}" for k, v in f["extra_shapes"].items())
+           + "; evaluated like the others (`eval_extra_shapes`, images in `eval_extra_samples.png`). Never the "
+           "cross."] if f.get("extra_shapes") else []),
         "- Evaluation: every one of the 126 triples once (25 steps, CFG 4, Euler a, 32×32), read by "
         "`lorakit.scorer`; the images are in `eval_samples.png` (row by row, in the order of the log).",
         "",
@@ -382,20 +388,37 @@ def continue_training(args, log: Log) -> None:
 
     t0 = time.time()
     pipe = StableDiffusionPipeline.from_pretrained(args.out, local_files_only=True)
-    scenes, pixels = scene_images(args.n_scenes, seed=0)
+    scenes, pixels = scene_images(args.n_scenes, seed=0, shapes=(*tw.BASE_SHAPES, *args.extra_shapes))
     latents = encode_all(pipe.vae, pixels) * pipe.vae.config.scaling_factor
     ids = token_ids(pipe.tokenizer, [s.caption() for s in scenes])
     empty = token_ids(pipe.tokenizer, [""])[0]
-    log.say(f"continuing from {args.out} for {args.continue_minutes} min, peak lr {args.continue_lr}")
+    log.say(f"continuing from {args.out} for {args.continue_minutes} min, peak lr {args.continue_lr}"
+            + (f", with the extra shapes {', '.join(args.extra_shapes)}" if args.extra_shapes else ""))
     unet, te = train_diffusion(log, latents, ids, empty, pipe.tokenizer, args.continue_minutes, args.seed + 1,
                                models=(pipe.unet, pipe.text_encoder), peak_lr=args.continue_lr)
     save_pipeline(args.out, pipe.vae, unet, te, pipe.tokenizer)
     f = log.figures
     f["total_minutes"] = round(f["total_minutes"] + (time.time() - t0) / 60, 1)
     f["size_mb"] = round(folder_mb(args.out), 1)
-    f["optimizer"] += f"; then continued {args.continue_minutes} min at peak lr {args.continue_lr}"
+    f["optimizer"] += f"; then continued {args.continue_minutes} min at peak lr {args.continue_lr}" + (
+        f" on scenes of {len(tw.BASE_SHAPES) + len(args.extra_shapes)} shapes" if args.extra_shapes else "")
+    _record_extra_shapes(f, args.extra_shapes)
     (args.out / "figures.json").write_text(json.dumps(f, indent=2))
     (args.out / "train.log").write_text("\n".join(log.lines))
+
+
+def _record_extra_shapes(figures: dict, shapes: list[str]) -> None:
+    known = figures.get("extra_shapes", {})
+    figures["extra_shapes"] = {**known, **{s: tw.EXTRA_SHAPES[s] for s in shapes}}
+
+
+def _extra_shapes(text: str) -> list[str]:
+    names = list(tw.EXTRA_SHAPES) if text == "all" else [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in names if w not in tw.EXTRA_SHAPES]
+    if unknown:
+        known = ", ".join(f"{k} ({v})" for k, v in tw.EXTRA_SHAPES.items())
+        raise argparse.ArgumentTypeError(f"unknown extra shape(s) {', '.join(unknown)}; known: {known}, or 'all'")
+    return names
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -409,6 +432,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--continue-minutes", type=float, default=0.0,
                         help="continue training the saved model's UNet + text encoder for this long")
     parser.add_argument("--continue-lr", type=float, default=5e-4, help="peak learning rate when continuing")
+    parser.add_argument("--extra-shapes", type=_extra_shapes, default=[],
+                        help="also pretrain on these shapes named by spare words (comma-separated, or 'all'): "
+                             + ", ".join(f"{k} = {v}" for k, v in tw.EXTRA_SHAPES.items()))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--note", action="append", default=[],
                         help="a sentence for the log about this run (e.g. how loaded the machine was)")
@@ -427,7 +453,8 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = make_tokenizer(tw.tokenizer_words())
         vae = train_vae(log, args.vae_steps, args.seed)
         log.figures["vae_psnr_base_shapes"] = round(vae_quality(vae, log), 1)
-        scenes, pixels = scene_images(args.n_scenes, seed=0)
+        scenes, pixels = scene_images(args.n_scenes, seed=0, shapes=(*tw.BASE_SHAPES, *args.extra_shapes))
+        _record_extra_shapes(log.figures, args.extra_shapes)
         latents = encode_all(vae, pixels)
         std = latents.std().item()
         vae.register_to_config(scaling_factor=round(1 / std, 4))
@@ -448,6 +475,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.eval:
         log.figures["scorer_accuracy"] = scorer_accuracy(log)
         log.figures["eval"] = evaluate(args.out, log, args.eval)
+        if extra := tuple(log.figures.get("extra_shapes", ())):
+            log.figures["eval_extra_shapes"] = evaluate(args.out, log, args.eval, shapes=extra,
+                                                        sheet_name="eval_extra_samples.png")
         fig_path.write_text(json.dumps(log.figures, indent=2))
     write_log(args.out, log)
 

@@ -1,11 +1,12 @@
 """The toy base model draws what it is asked, and the demo LoRA measurably learns the new shape.
 
 The learning test trains the demo recipe for 12 of its 24 epochs (600 steps, the cosine schedule fitted to 12
-epochs) and scores fewer prompts than bench/learning.py (measured here: likeness 0.67, adaptability 1.00, ordinary
-0.94; 211 s on 2 busy cores). Its thresholds are below that, below what the full recipe reaches in the bench
-(likeness 0.88, adaptability 1.00, ordinary prompts 0.97 at epoch 24, strength 1) and below issue 8's targets
-(likeness >= 0.9, adaptability >= 0.85, ordinary >= 0.9): they check that the concept is learned (likeness far
-above the base model's 0) while colours and backgrounds stay obeyed and the ordinary shapes stay mostly ordinary.
+epochs) and scores fewer prompts than bench/learning.py (measured here on the base with the extra shapes:
+likeness 0.71, adaptability 1.00, ordinary 1.00; 143 s for the file on one core). Its thresholds are below that,
+below what the full recipe reaches in the bench (likeness 0.85, adaptability 1.00, ordinary prompts 0.97 at epoch
+24, strength 1, means of three training runs) and below issue 8's targets (likeness >= 0.9, adaptability >= 0.85,
+ordinary >= 0.9): they check that the concept is learned (likeness far above the base model's 0) while colours
+and backgrounds stay obeyed and the ordinary shapes stay ordinary.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(REPO / "bench"))
 CI_EPOCHS = 12
 CI_LIKENESS = 0.5
 CI_ADAPTABILITY = 0.85
-CI_ORDINARY = 0.7
+CI_ORDINARY = 0.8
 BASE_LIKENESS_MAX = 0.1
 
 
@@ -50,7 +51,7 @@ def test_base_model_is_small_and_loads_offline_with_diffusers():
     latents = pipe.vae.encode(torch.zeros(1, 3, 32, 32)).latent_dist.mean
     assert latents.shape == (1, 4, 16, 16)
     tok = pipe.tokenizer
-    assert all(len(tok.tokenize(w)) == 1 for w in (*tw.COLORS, *tw.BASE_SHAPES, tw.TRIGGER))
+    assert all(len(tok.tokenize(w)) == 1 for w in (*tw.COLORS, *tw.BASE_SHAPES, *tw.EXTRA_SHAPES, tw.TRIGGER))
 
 
 def test_base_model_draws_the_asked_colour_shape_and_background():
@@ -63,6 +64,24 @@ def test_base_model_draws_the_asked_colour_shape_and_background():
                   generator=[torch.Generator().manual_seed(i) for i in range(len(asked))]).images
     result = score_batch(images, asked)
     assert result.correct >= 10 / 12, [i for i in result.items if not i["correct"]]
+
+
+def test_base_model_draws_its_extra_shapes_but_no_cross():
+    """The richer pretraining (ring, diamond, star, frame, crescent under spare words) shows; the cross stays new."""
+    import random
+
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(BASE, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    triples = tw.all_triples(tuple(tw.EXTRA_SHAPES))
+    random.Random(3).shuffle(triples)
+    asked = [tw.Expected(*t) for t in triples[:15]]
+    images = pipe([e.prompt() for e in asked], num_inference_steps=25, guidance_scale=4.0,
+                  generator=[torch.Generator().manual_seed(i) for i in range(len(asked))]).images
+    result = score_batch(images, asked)
+    assert result.correct >= 11 / 15, [i for i in result.items if not i["correct"]]  # measured 0.85 over 126
+    assert not any(i["shape"] == "cross" for i in result.items)
 
 
 @pytest.mark.slow

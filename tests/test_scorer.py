@@ -30,6 +30,15 @@ def test_accuracy_on_held_out_generator_images(px):
     assert result.correct >= ACCURACY, [i for i in result.items if not i["correct"]][:5]
 
 
+@pytest.mark.parametrize("shape", tw.ALL_SHAPES)
+def test_every_shape_is_read_as_itself(shape):
+    """Nine templates compete: the cross must not be mistaken for the star or the frame, nor they for it."""
+    rng = np.random.default_rng(1)
+    scenes = [tw.scene_from_seed(HELD_OUT_SEED + 500 + i, shapes=(shape,), held_out=None) for i in range(20)]
+    readings = [read_image(_degrade(tw.render(s, 32), rng)).shape for s in scenes]
+    assert readings.count(shape) >= 19, readings
+
+
 def test_accuracy_on_blurred_noisy_images():
     rng = np.random.default_rng(0)
     scenes = _held_out(160, 33)

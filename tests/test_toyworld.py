@@ -41,6 +41,20 @@ def test_shape_stays_inside_with_margin(shape):
         assert cov[0].max() == 0 and cov[-1].max() == 0 and cov[:, 0].max() == 0 and cov[:, -1].max() == 0
 
 
+def test_extra_shapes_are_spare_words_distinct_from_the_trigger_and_the_concept():
+    assert set(tw.EXTRA_SHAPES) <= set(tw.SPARE_WORDS) - {tw.TRIGGER}
+    assert tw.CONCEPT_SHAPE not in tw.EXTRA_SHAPES
+    tok = make_tokenizer(tw.tokenizer_words())
+    assert all(len(tok.tokenize(w)) == 1 for w in tw.EXTRA_SHAPES)
+    t = (np.arange(64) + 0.5) / 64
+    x, y = np.meshgrid(t, t)
+    masks = {s: tw.shape_mask(s, x, y, 0.5, 0.5, 0.8) for s in tw.ALL_SHAPES}
+    for shape in tw.EXTRA_SHAPES:  # each is its own shape (the scorer tells them apart: test_scorer)
+        m = masks[shape]
+        assert 0.1 < m.mean() < 0.6
+        assert all((m & o).sum() / (m | o).sum() < 0.75 for s, o in masks.items() if s != shape), shape
+
+
 def test_held_out_triples_exist_and_are_avoided():
     triples = tw.all_triples()
     held = [t for t in triples if tw.is_held_out(*t)]
