@@ -1,6 +1,7 @@
 """Pretrain the toy base model (data/toy-base) on the toy world, on one CPU core.
 
     OMP_NUM_THREADS=1 python scripts/train_toy_base.py --out data/toy-base --minutes 20
+    OMP_NUM_THREADS=1 python scripts/train_toy_base.py --out data/toy-base --continue-minutes 30 --extra-shapes all
     OMP_NUM_THREADS=1 python scripts/train_toy_base.py --out data/toy-base --eval-only
 
 Three stages: (1) a small f=2 VAE learns to code 32×32 scenes as 16×16×4 latents; (2) a UNet and a small CLIP

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -103,3 +105,23 @@ def test_demo_config_is_a_valid_locon_recipe():
     assert cfg.network.type == "locon" and cfg.network.conv_rank > 0
     assert cfg.optimizer.text_encoder_lr > 0 and cfg.data.reg_dir
     assert cfg.data.resolution == tw.NATIVE_SIZE
+
+
+def test_train_toy_base_reads_extra_shapes_and_names_the_known_ones(monkeypatch):
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_toy_base.py"
+    spec = importlib.util.spec_from_file_location("train_toy_base", path)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "train_toy_base", mod)  # dataclasses look their module up there
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the repo first on sys.path
+    spec.loader.exec_module(mod)
+    assert mod._extra_shapes("all") == list(tw.EXTRA_SHAPES)
+    assert mod._extra_shapes(" dax, kiki ") == ["dax", "kiki"]
+    with pytest.raises(argparse.ArgumentTypeError, match="cross.*known: dax \\(ring\\)"):
+        mod._extra_shapes("dax,cross")
+    figures = {"extra_shapes": {"dax": "ring"}}
+    mod._record_extra_shapes(figures, ["fep"])
+    assert figures["extra_shapes"] == {"dax": "ring", "fep": "crescent"}
