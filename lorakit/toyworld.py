@@ -140,8 +140,9 @@ def shape_mask(shape: str, x: np.ndarray, y: np.ndarray, cx: float, cy: float, s
         return (r2 <= h * h) & (r2 >= (0.55 * h) ** 2)
     if shape == "wug":  # a diamond
         return np.abs(dx) + np.abs(dy) <= h
-    if shape == "kiki":  # a five-pointed star, point down: the edge's radius goes linearly (in angle) from a
-        k = 2 * np.pi / 5  # notch (radius 0.45 h, straight up) to a point (radius h)
+    if shape == "kiki":  # a five-pointed star, point down (a notch straight up)
+        # the edge's radius goes linearly in angle from a notch (0.45 h) to a point (h), five times around
+        k = 2 * np.pi / 5
         toward_point = 1 - np.abs(np.mod(np.arctan2(dx, -dy), k) - k / 2) / (k / 2)
         return np.sqrt(dx * dx + dy * dy) <= h * (0.45 + 0.55 * toward_point)
     if shape == "toma":  # a square frame, 45% of the half-side thick

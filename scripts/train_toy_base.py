@@ -269,8 +269,8 @@ def folder_mb(path: Path) -> float:
 # ---- stage 3: evaluation ---------------------------------------------------------------------------
 
 
-def evaluate(out: Path, log: Log, n: int, steps: int = 25, cfg: float = 4.0, shapes=tw.BASE_SHAPES,
-             sheet_name: str = "eval_samples.png") -> dict:
+def evaluate(out: Path, log: Log, n: int, steps: int = 25, cfg: float = 4.0,
+             shapes: tuple[str, ...] = tw.BASE_SHAPES, sheet_name: str = "eval_samples.png") -> dict:
     """Sample n prompts over the (shape, colour, background) triples (126 = every one) and score them."""
     from diffusers import StableDiffusionPipeline
 

@@ -38,13 +38,21 @@ def _one_thread(monkeypatch):
     torch.set_num_threads(1)
 
 
-def test_base_model_is_small_and_loads_offline_with_diffusers():
+@pytest.fixture(scope="module")
+def base_pipe():
+    """The shipped base model, loaded once for the tests that only sample from it."""
     from diffusers import StableDiffusionPipeline
 
+    pipe = StableDiffusionPipeline.from_pretrained(BASE, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_base_model_is_small_and_loads_offline_with_diffusers(base_pipe):
     size = sum(f.stat().st_size for f in BASE.rglob("*") if f.is_file())
     assert size <= 30e6
     assert not list(BASE.rglob("*.bin")), "weights must be safetensors"
-    pipe = StableDiffusionPipeline.from_pretrained(BASE, local_files_only=True)
+    pipe = base_pipe
     sched = pipe.scheduler.config
     assert sched.prediction_type == "v_prediction" and sched.rescale_betas_zero_snr
     assert sched.timestep_spacing == "trailing"
@@ -54,11 +62,8 @@ def test_base_model_is_small_and_loads_offline_with_diffusers():
     assert all(len(tok.tokenize(w)) == 1 for w in (*tw.COLORS, *tw.BASE_SHAPES, *tw.EXTRA_SHAPES, tw.TRIGGER))
 
 
-def test_base_model_draws_the_asked_colour_shape_and_background():
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(BASE, local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
+def test_base_model_draws_the_asked_colour_shape_and_background(base_pipe):
+    pipe = base_pipe
     asked = tw.base_eval_set(12, seed=99)
     images = pipe([e.prompt() for e in asked], num_inference_steps=25, guidance_scale=4.0,
                   generator=[torch.Generator().manual_seed(i) for i in range(len(asked))]).images
@@ -66,14 +71,11 @@ def test_base_model_draws_the_asked_colour_shape_and_background():
     assert result.correct >= 10 / 12, [i for i in result.items if not i["correct"]]
 
 
-def test_base_model_draws_its_extra_shapes_but_no_cross():
+def test_base_model_draws_its_extra_shapes_but_no_cross(base_pipe):
     """The richer pretraining (ring, diamond, star, frame, crescent under spare words) shows; the cross stays new."""
     import random
 
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(BASE, local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = base_pipe
     triples = tw.all_triples(tuple(tw.EXTRA_SHAPES))
     random.Random(3).shuffle(triples)
     asked = [tw.Expected(*t) for t in triples[:15]]
