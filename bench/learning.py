@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python bench/learning.py                 # the demo recipe, full table
     OMP_NUM_THREADS=1 python bench/learning.py --epochs 3 --n 12
     OMP_NUM_THREADS=1 python bench/learning.py --seeds 42,43,44 --score-epochs 8,16,24   # means over 3 runs
+    OMP_NUM_THREADS=1 python bench/learning.py --seeds 42,43,44 --eval-seed 3000   # on other sampling seeds
 
 The base model is data/toy-base; the concept is the toy world's cross under the trigger word (data/demo).
 For each checkpoint (epoch) × strength it samples prompts and scores them with lorakit.scorer:
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="override a recipe setting, e.g. --set network.rank=16 (values parsed as TOML)")
     parser.add_argument("--seeds", default="", help="train once per seed (e.g. 42,43,44) and report the means: "
                         "one run's likeness varies by about ±0.1 with the seed")
+    parser.add_argument("--eval-seed", type=int, default=EvalSpec.seed,
+                        help="first seed of the sampled prompts; another value scores on prompts no recipe was tuned on")
     parser.add_argument("--base", type=Path, default=BASE_MODEL, help="the base model folder (default: data/toy-base)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -200,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg.training.max_train_epochs = args.epochs
     for item in args.set:
         apply_override(cfg, item)
-    spec = EvalSpec() if not args.n else EvalSpec(n_seen=args.n // 2, n_unseen=args.n, n_ordinary=args.n)
+    spec = EvalSpec(seed=args.eval_seed) if not args.n else EvalSpec(n_seen=args.n // 2, n_unseen=args.n,
+                                                                      n_ordinary=args.n, seed=args.eval_seed)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lorakit-bench-"))
     score_epochs = [int(e) for e in args.score_epochs.split(",") if e]
     strengths = [float(s) for s in args.strengths.split(",")]
