@@ -24,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -52,6 +52,12 @@ class EvalSpec:
     cfg: float = 4.0
     sampler: str = "Euler a"
     seed: int = 1000
+
+
+def eval_spec(n: int = 0, seed: int = EvalSpec.seed) -> EvalSpec:
+    """The default prompt counts, or n unseen, n ordinary and n/2 seen-pair prompts; sampling seeds from ``seed``."""
+    spec = EvalSpec(seed=seed)
+    return replace(spec, n_seen=n // 2, n_unseen=n, n_ordinary=n) if n else spec
 
 
 @dataclass
@@ -203,8 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg.training.max_train_epochs = args.epochs
     for item in args.set:
         apply_override(cfg, item)
-    spec = EvalSpec(seed=args.eval_seed) if not args.n else EvalSpec(n_seen=args.n // 2, n_unseen=args.n,
-                                                                      n_ordinary=args.n, seed=args.eval_seed)
+    spec = eval_spec(args.n, args.eval_seed)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lorakit-bench-"))
     score_epochs = [int(e) for e in args.score_epochs.split(",") if e]
     strengths = [float(s) for s in args.strengths.split(",")]

@@ -87,6 +87,15 @@ def test_base_model_draws_its_extra_shapes_but_no_cross(base_pipe):
     assert not any(i["shape"] == "cross" for i in result.items)
 
 
+def test_bench_scores_fewer_prompts_or_other_sampling_seeds_when_asked():
+    import learning
+
+    assert learning.eval_spec() == learning.EvalSpec()
+    spec = learning.eval_spec(12, seed=3000)
+    assert (spec.n_seen, spec.n_unseen, spec.n_ordinary, spec.seed) == (6, 12, 12, 3000)
+    assert (spec.steps, spec.cfg, spec.sampler) == (learning.EvalSpec.steps, learning.EvalSpec.cfg, "Euler a")
+
+
 @pytest.mark.slow
 def test_demo_lora_learns_the_concept_without_leaking(tmp_path):
     import learning
