@@ -12,7 +12,7 @@ For each checkpoint (epoch) × strength it samples prompts and scores them with 
                 from the LoRA's images)
   ordinary      prompts for the ordinary shapes, with the LoRA active, still draw what they ask (no leakage)
 It ends with `likeness: x` and `adaptability: y` for the recommended checkpoint and strength (with --seeds,
-the means over the training runs: one run's likeness moves by about ±0.1 with the training seed alone).
+the means over the training runs: compare recipes over several seeds, since one run is one draw).
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a recipe setting, e.g. --set network.rank=16 (values parsed as TOML)")
     parser.add_argument("--seeds", default="", help="train once per seed (e.g. 42,43,44) and report the means: "
-                        "one run's likeness varies by about ±0.1 with the seed")
+                        "one run is one draw, so compare recipes over several")
     parser.add_argument("--eval-seed", type=int, default=EvalSpec.seed,
                         help="first seed of the sampled prompts; another value scores on prompts no recipe was tuned on")
     parser.add_argument("--base", type=Path, default=BASE_MODEL, help="the base model folder (default: data/toy-base)")

@@ -323,6 +323,7 @@ DEMO_RECIPE: dict[str, object] = {
     "data.bucket_reso_steps": 8,
     "training.max_train_epochs": 24,
     "training.train_batch_size": 8,
+    "training.min_snr_gamma": 5.0,
     "training.seed": 42,
     "saving.output_name": "blicket",
     "saving.save_every_n_epochs": 4,
