@@ -2,12 +2,12 @@
 
 The learning test trains the demo recipe for 12 of its 24 epochs (600 steps, the cosine schedule fitted to 12
 epochs) and scores fewer prompts than bench/learning.py (measured here with the recipe's min-SNR weighting and
-learning rates 2e-3 / 1e-3: likeness 0.92, adaptability 1.00, ordinary 1.00; 217 s for the file on one core beside
-two other jobs). Its thresholds are below that, below what the full recipe reaches in the bench (likeness 0.97,
-adaptability 1.00, ordinary prompts 1.00 at epoch 24, strength 1, means of three training runs; 0.92-1.00 for each
-of seven runs on three sets of prompts) and below issue 8's targets (likeness >= 0.9, adaptability >= 0.85, ordinary
->= 0.9): they check that the concept is learned (likeness far above the base model's 0) while colours and
-backgrounds stay obeyed and the ordinary shapes stay ordinary.
+learning rates 2e-3 / 1e-3: likeness 0.92, adaptability 1.00, ordinary 1.00; 150 s for the file on one core). Its
+thresholds are below that, below what the full recipe reaches in the bench (likeness 0.97, adaptability 1.00,
+ordinary prompts 1.00 at epoch 24, strength 1, means of three training runs; 0.92-1.00 for each of seven runs on
+three sets of prompts) and below issue 8's targets (likeness >= 0.9, adaptability >= 0.85, ordinary >= 0.9): they
+check that the concept is learned (likeness far above the base model's 0) while colours and backgrounds stay obeyed
+and the ordinary shapes stay ordinary.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 # the CI run: thresholds for a shorter training than the demo's recipe
 CI_EPOCHS = 12
-CI_LIKENESS = 0.75
+CI_LIKENESS = 19 / 24  # crosses among the 24 trigger prompts: measured 22; 18 without min-SNR weighting
 CI_ADAPTABILITY = 0.85
 CI_ORDINARY = 0.8
 BASE_LIKENESS_MAX = 0.1
