@@ -273,30 +273,46 @@ def score_sweep(gen: Generator, spec: GridSpec, project: Project, seeds: Sequenc
 
 
 def pick_best(choices: Sequence[Choice], order: Sequence[str] = ()) -> Choice | None:
-    """The best choice; ties go to the earlier checkpoint (less training) and the lower strength.
+    """The best choice. Ties go to the one whose neighbours in the grid score best (a lone good cell may be luck),
+    then to the earlier checkpoint (less training) and the lower strength.
 
-    None when no choice shows the concept at all: then there is nothing to pick.
+    Neighbours are the checkpoints before and after at the same strength, and the strengths just above and below
+    for the same checkpoint. None when no choice shows the concept at all: then there is nothing to pick.
     """
     if not any(c.likeness for c in choices):
         return None
     rank = {name: i for i, name in enumerate(order)}
-    return max(choices, key=lambda c: (round(c.score, 6), -rank.get(c.checkpoint, len(rank)), -c.strength))
+    ckpts = sorted({c.checkpoint for c in choices}, key=lambda name: rank.get(name, len(rank)))
+    strengths = sorted({c.strength for c in choices})
+    at = {(c.checkpoint, c.strength): c.score for c in choices}
+
+    def neighbours(c: Choice) -> float:
+        i, j = ckpts.index(c.checkpoint), strengths.index(c.strength)
+        keys = [(ckpts[k], c.strength) for k in (i - 1, i + 1) if 0 <= k < len(ckpts)]
+        keys += [(c.checkpoint, strengths[k]) for k in (j - 1, j + 1) if 0 <= k < len(strengths)]
+        scores = [at[k] for k in keys if k in at]
+        return sum(scores) / len(scores) if scores else c.score
+
+    return max(choices, key=lambda c: (round(c.score, 6), round(neighbours(c), 6),
+                                       -rank.get(c.checkpoint, len(rank)), -c.strength))
 
 
-def best_cell(project: Project | None = None) -> Callable[[GridResult], tuple[int, int, int] | None]:
-    """A ``best`` hook for make_grid: the (z, row, col) of the first cell of the best checkpoint × strength."""
+def best_cell(project: Project | None = None, choice: Choice | None = None,
+              ) -> Callable[[GridResult], tuple[int, int, int] | None]:
+    """A ``best`` hook for make_grid: the (z, row, col) of the first cell of ``choice`` (e.g. what a score_sweep
+    over several seeds picked), or, without one, of the best checkpoint × strength by the grid's own images."""
     triggers = trigger_words(project) if project else []
     order = [p.stem for p in project.checkpoints()] if project else []
 
     def best(result: GridResult) -> tuple[int, int, int] | None:
-        choice = pick_best(score_choices(result, triggers), order)
-        if choice is None:
+        picked = choice or pick_best(score_choices(result, triggers), order)
+        if picked is None:
             return None
         for k, z_cells in enumerate(result.cells):
             for j, row in enumerate(z_cells):
                 for i, cell in enumerate(row):
                     ckpt, strength = _choice_key(cell)
-                    if (Path(ckpt).stem if ckpt else "(base)", strength) == (choice.checkpoint, choice.strength):
+                    if (Path(ckpt).stem if ckpt else "(base)", strength) == (picked.checkpoint, picked.strength):
                         return k, j, i
         return None
 

@@ -253,12 +253,33 @@ def test_toy_scores_pick_the_best_checkpoint_and_strength():
     best = pick_best(choices)
     assert (best.checkpoint, best.strength, best.likeness, best.adaptability) == ("b-000001", 1.0, 1.0, 1.0)
     assert best_cell()(result) == (0, 0, 0)
+    assert best_cell(choice=choices[3])(result) == (0, 1, 1), "frames the choice it is given (b at 0.5)"
     assert "<- best" in choices_table(choices, best).splitlines()[1]
     assert [(c.checkpoint, c.strength) for c in choices] == [("b-000001", 1.0), ("b-000001", 0.5), ("b", 1.0),
                                                              ("b", 0.5)], "training order, strongest first"
     assert suggestion(choices, best).startswith("Suggested: b-000001 at strength 1 (likeness 100%")
     unlearned = [c for c in choices if not c.likeness]
     assert pick_best(unlearned) is None and "train longer" in suggestion(unlearned, None)
+
+
+def test_ties_go_to_the_cell_whose_neighbours_also_work_then_to_less_training():
+    from lorakit.judge import Choice, pick_best
+
+    def grid(likeness: dict[tuple[str, float], float]) -> list[Choice]:
+        return [Choice(c, s, lk, 1.0, 8) for (c, s), lk in likeness.items()]
+
+    order = ["b-000001", "b-000002", "b-000003", "b"]
+    # every checkpoint draws it at strength 1; at 0.75 the first two only sometimes: b-000001 at 1 is a lone cell
+    likeness = {("b-000001", 1.0): 1.0, ("b-000001", 0.75): 0.5, ("b-000002", 1.0): 1.0, ("b-000002", 0.75): 0.75,
+                ("b-000003", 1.0): 1.0, ("b-000003", 0.75): 1.0, ("b", 1.0): 1.0, ("b", 0.75): 1.0}
+    best = pick_best(grid(likeness), order)
+    assert (best.checkpoint, best.strength) == ("b-000003", 1.0), "the first tied cell with every neighbour at 100%"
+    even = {k: 1.0 for k in likeness}
+    best = pick_best(grid(even), order)
+    assert (best.checkpoint, best.strength) == ("b-000001", 0.75), "all equal: less training, lower strength"
+    likeness[("b-000002", 0.75)] = 0.9
+    best = pick_best(grid(likeness), order)
+    assert best.likeness == 1.0, "a higher score still beats better neighbours"
 
 
 def test_prompt_sr_over_lora_tags_as_in_a1111(project, gen):

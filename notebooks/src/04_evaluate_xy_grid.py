@@ -61,35 +61,38 @@ form.widget
 # The model stays loaded between runs; each checkpoint is loaded once and switching only swaps adapter weights.
 # Cells that share a checkpoint and strength are drawn in one batch, and identical cells (every strength-0
 # cell is the base model's image) only once. The same settings give the same pixels: rerun and compare.
+#
+# One image per cell is a coin toss, so for prompts of the demo's toy world every checkpoint × strength is first
+# scored over eight seeds; the grid then shows the first of them (the same images, not drawn again). Under each
+# cell: **L** = likeness (the concept's shape is drawn), **A** = adaptability (in the colour and on the
+# background asked for). The orange frame marks the suggested cell: the weaker of the two scores decides; ties go
+# to the cell whose neighbours (the checkpoints before and after, the strengths above and below) also score well —
+# a lone good cell may be luck — and then to less training and lower strength.
 
 # %%
 gen = Generator(base_model)
 spec = build_spec(project, **form.values())
-result = make_grid(project, spec, generator=gen, annotate=judge.toy_annotator(project) if form.scores.value else None,
-                   best=judge.best_cell(project), progress=True)
+drawn = {}  # what the scores draw, the grid reuses
+scored = form.scores.value
+choices = judge.score_sweep(gen, spec, project, seeds=range(1, 9), progress=True, cache=drawn) if scored else []
+best = judge.pick_best(choices, order=[p.stem for p in checkpoints])
+result = make_grid(project, spec, generator=gen, annotate=judge.toy_annotator(project) if scored else None,
+                   best=judge.best_cell(project, best) if scored else None, progress=True, cache=drawn)
 print(result.summary())
 for grid, path in zip(result.grids, result.paths):
     print(path)
     display(grid)
-
-# %% [markdown]
-# Under each cell, for prompts of the demo's toy world: **L** = likeness (the concept's shape is drawn),
-# **A** = adaptability (in the colour and on the background asked for). The orange frame marks the suggested cell.
-# One image per cell is a coin toss, so the table below scores every checkpoint × strength over several seeds
-# and suggests the best: the weaker of the two scores decides, ties go to less training and lower strength.
-
-# %%
-choices = judge.score_sweep(gen, spec, project, seeds=range(1, 5), progress=True, cache=result.rendered)
-best = judge.pick_best(choices, order=[p.stem for p in checkpoints])
-print(judge.choices_table(choices, best) if choices else "")
-print(judge.suggestion(choices, best))
+if scored:
+    print(judge.choices_table(choices, best) if choices else "")
+    print(judge.suggestion(choices, best))
 
 # %% [markdown]
 # ## Does it do anything?
-# For each checkpoint: the mean pixel difference between strength 0 (the base model) and strength 1, on fixed
-# seeds (images the grid and the scores already drew are reused). **No effect** (near 0) means the LoRA is not doing its job — often a wrong network alpha (alpha 1 with
-# a high rank needs a much higher learning rate), too little training, or a prompt without the trigger word.
-# **Extreme** means it replaces the image wholesale, as a fried, over-trained LoRA does.
+# For each checkpoint: the mean pixel difference between strength 0 (the base model) and strength 1, on fixed seeds
+# (images the grid and the scores already drew are reused). **No effect** (near 0) means the LoRA is not doing its
+# job — often a wrong network alpha (alpha 1 with a high rank needs a much higher learning rate), too little
+# training, or a prompt without the trigger word. **Extreme** means it replaces the image wholesale, as a fried,
+# over-trained LoRA does.
 
 # %%
 effects = judge.lora_effect(gen, checkpoints, spec.prompt, seeds=(1, 2, 3, 4), triggers=judge.trigger_words(project),
