@@ -77,7 +77,7 @@ scored = form.scores.value
 choices = judge.score_sweep(gen, spec, project, seeds=range(1, 9), progress=True, cache=drawn) if scored else []
 best = judge.pick_best(choices, order=[p.stem for p in checkpoints])
 result = make_grid(project, spec, generator=gen, annotate=judge.toy_annotator(project) if scored else None,
-                   best=judge.best_cell(project, best) if scored else None, progress=True, cache=drawn)
+                   best=judge.best_cell(project, best) if best else None, progress=True, cache=drawn)
 print(result.summary())
 for grid, path in zip(result.grids, result.paths):
     print(path)
