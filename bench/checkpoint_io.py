@@ -26,8 +26,8 @@ def sd15_shaped():
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from lorakit.models import FAMILIES, BaseModel
-    from lorakit.single_file import architecture_configs
+    from lorakit.models.loading import FAMILIES, BaseModel
+    from lorakit.models.single_file import architecture_configs
 
     configs = architecture_configs("sd1")
     unet = UNet2DConditionModel.from_config(configs["unet"])
@@ -45,10 +45,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sd15-shaped", action="store_true", help="SD 1.5's UNet and CLIP shapes, random weights")
     args = parser.parse_args()
-    from lorakit.checkpoint import SAVE_DTYPES, save_lora
-    from lorakit.config import TrainConfig
-    from lorakit.models import load_base
-    from lorakit.network import Network
+    from lorakit.config.schema import TrainConfig
+    from lorakit.lora.file import SAVE_DTYPES, save_lora
+    from lorakit.lora.network import Network
+    from lorakit.models.loading import load_base
 
     base = sd15_shaped() if args.sd15_shaped else load_base(args.base_model)
     cfg = TrainConfig()

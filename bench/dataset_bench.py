@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lorakit.captioners import (  # noqa: E402
+from lorakit.dataset.captioners import (
     BlipSettings,
     TaggerSettings,
     build_tiny_blip,
@@ -25,7 +25,7 @@ from lorakit.captioners import (  # noqa: E402
     caption_images,
     load_captioner,
 )
-from lorakit.checks import CheckSettings, check_folder  # noqa: E402
+from lorakit.dataset.checks import CheckSettings, check_folder  # noqa: E402
 
 
 def synthetic_photo(size: tuple[int, int], seed: int) -> Image.Image:

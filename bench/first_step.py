@@ -26,9 +26,9 @@ def main() -> None:
     t_import = time.perf_counter()
     import torch
 
-    from lorakit.demo import copy_demo_dataset, demo_config
+    from lorakit.demo.recipe import copy_demo_dataset, demo_config
     from lorakit.project import Project
-    from lorakit.train import train
+    from lorakit.train.loop import train
 
     torch.set_num_threads(1)
     import_s = time.perf_counter() - t_import

@@ -22,12 +22,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lorakit.config import TrainConfig  # noqa: E402
-from lorakit.generate import Generator  # noqa: E402
-from lorakit.grid import build_spec, make_grid, plan  # noqa: E402
+from lorakit.config.schema import TrainConfig  # noqa: E402
+from lorakit.evaluate.generate import Generator  # noqa: E402
+from lorakit.evaluate.grid import make_grid  # noqa: E402
+from lorakit.evaluate.grid_spec import build_spec, plan  # noqa: E402
+from lorakit.models.tiny import save_tiny_pipeline  # noqa: E402
 from lorakit.project import Project  # noqa: E402
-from lorakit.tiny import save_tiny_pipeline  # noqa: E402
-from lorakit.train import train  # noqa: E402
+from lorakit.train.loop import train  # noqa: E402
 
 STRENGTHS = "strength=1,0.8,0.6,0.4,0.2,0"
 

@@ -6,7 +6,7 @@
     OMP_NUM_THREADS=1 python bench/learning.py --seeds 42,43,44 --eval-seed 3000   # on other sampling seeds
 
 The base model is data/toy-base; the concept is the toy world's cross under the trigger word (data/demo).
-For each checkpoint (epoch) × strength it samples prompts and scores them with lorakit.scorer:
+For each checkpoint (epoch) × strength it samples prompts and scores them with lorakit.demo.scorer:
   likeness      the trigger prompt draws the concept's shape
   adaptability  ... in the colour and on the background asked for (all pairs; `unseen` = pairs absent
                 from the LoRA's images)
@@ -31,10 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lorakit import toyworld as tw  # noqa: E402
-from lorakit.config import TrainConfig  # noqa: E402
+from lorakit.config.schema import TrainConfig  # noqa: E402
+from lorakit.demo import toyworld as tw  # noqa: E402
+from lorakit.demo.recipe import demo_config  # noqa: E402
+from lorakit.demo.scorer import score_batch  # noqa: E402
 from lorakit.project import Project  # noqa: E402
-from lorakit.scorer import score_batch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_MODEL = REPO / "data" / "toy-base"
@@ -85,7 +86,7 @@ def prepare_project(root: Path, spec: tw.DemoSpec | None = None) -> Project:
 
 def train_demo(project: Project, cfg: TrainConfig) -> tuple[list[Path], float]:
     """Train with lorakit's own trainer; returns the checkpoints in epoch order and the seconds it took."""
-    from lorakit.train import train
+    from lorakit.train.loop import train
 
     t0 = time.time()
     result = train(project, cfg)
@@ -138,7 +139,7 @@ def best_cell(cells: list[Cell], min_ordinary: float = 0.9) -> Cell:
 def run(workdir: Path, cfg: TrainConfig, strengths: list[float], spec: EvalSpec, epochs_to_score: list[int] | None,
         base: Path = BASE_MODEL) -> dict:
     """Train the demo LoRA, score the base model and every (epoch, strength); returns all the figures."""
-    from lorakit.generate import Generator
+    from lorakit.evaluate.generate import Generator
 
     project = prepare_project(workdir)
     cfg.model.base_model = str(base)
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    cfg = tw.demo_config()
+    cfg = demo_config()
     if args.epochs:
         cfg.training.max_train_epochs = args.epochs
     for item in args.set:

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python bench/samplers.py                 # 12 ordinary prompts, 25 steps, CFG 4
     OMP_NUM_THREADS=1 python bench/samplers.py --n 6 --steps 20
 
-Draws the same prompts and seeds with each sampler in one batch and scores them with lorakit.scorer: shape
+Draws the same prompts and seeds with each sampler in one batch and scores them with lorakit.demo.scorer: shape
 right, colour and background right ("colours"), all three right ("correct"). Without data/toy-base it falls back to the tiny random model and
 only checks that each sampler runs.
 """
@@ -20,10 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lorakit import toyworld as tw  # noqa: E402
-from lorakit.generate import SAMPLERS, Generator  # noqa: E402
-from lorakit.models import DEMO_MODEL_DIR  # noqa: E402
-from lorakit.scorer import score_batch  # noqa: E402
+from lorakit.demo import toyworld as tw  # noqa: E402
+from lorakit.demo.scorer import score_batch  # noqa: E402
+from lorakit.evaluate.generate import Generator  # noqa: E402
+from lorakit.models.loading import DEMO_MODEL_DIR  # noqa: E402
+from lorakit.models.samplers import SAMPLERS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

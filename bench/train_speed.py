@@ -32,12 +32,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from lorakit.config import TrainConfig  # noqa: E402
-from lorakit.models import load_base  # noqa: E402
-from lorakit.network import Network  # noqa: E402
+from lorakit.config.schema import TrainConfig  # noqa: E402
+from lorakit.lora.network import Network  # noqa: E402
+from lorakit.models.loading import load_base  # noqa: E402
+from lorakit.models.tiny import build_small_sd1_pipeline, save_tiny_pipeline  # noqa: E402
 from lorakit.project import Project  # noqa: E402
-from lorakit.tiny import build_small_sd1_pipeline, save_tiny_pipeline  # noqa: E402
-from lorakit.train import Callback, train  # noqa: E402
+from lorakit.train.loop import Callback, train  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")

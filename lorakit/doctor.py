@@ -88,7 +88,8 @@ def check_libraries() -> list[Row]:
 
 
 def check_base_model(source: str) -> Row:
-    from lorakit.models import ModelError, load_base, resolve_source
+    from lorakit.errors import ModelError
+    from lorakit.models.loading import load_base, resolve_source
 
     try:
         src = resolve_source(source)

@@ -7,17 +7,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import socket
+import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorakit.config import TrainConfig
+from lorakit.config.schema import TrainConfig
+from lorakit.errors import ProjectError, TrainingError
 
 CONFIG_NAME = "lorakit.toml"
+LOCK_NAME = ".lorakit-train.lock"  # one training run per project at a time
 
 
-class ProjectError(FileNotFoundError):
-    """A project folder, or something a step needs in it, is missing."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,74 @@ class Project:
     def grids(self) -> list[Path]:
         return sorted(self.grids_dir.glob("*.png"))
 
+    # ---- one run at a time ---------------------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK_NAME
+
+    @contextlib.contextmanager
+    def lock(self, enabled: bool = True) -> Iterator[None]:
+        """Hold the project's training lock: a second run on the same project is refused before it moves anything.
+
+        The lock file holds the PID, host and start time; a lock left by a process that no longer runs (on this
+        host) is taken over with a warning. ``enabled=False`` (the other processes of a multi-GPU run) holds nothing.
+        """
+        if not enabled:
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for attempt in range(2):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_lock(self.lock_path)
+                if attempt == 0 and not _alive(holder):
+                    warnings.warn(f"{self.lock_path.name}: taking over the lock of a run that is no longer "
+                                  f"running (pid {holder.get('pid')}, started {holder.get('started')}).", stacklevel=3)
+                    with contextlib.suppress(FileNotFoundError):
+                        self.lock_path.unlink()
+                    continue
+                raise TrainingError(
+                    f"{self.root} is being trained by another run (pid {holder.get('pid')} on {holder.get('host')}, "
+                    f"started {holder.get('started')}): wait for it to finish or stop it; if no run is going, "
+                    f"delete {self.lock_path}.") from None
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(record, f)
+            break
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                if _read_lock(self.lock_path).get("pid") == record["pid"]:
+                    self.lock_path.unlink()
+
 
 def _suffix_number(stem: str) -> int | None:
     head, _, tail = stem.rpartition("-")
     return int(tail) if head and tail.isdigit() else None
+
+
+def _read_lock(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the process that wrote a lock still runs (a lock from another host counts as alive)."""
+    if holder.get("host") != socket.gethostname():
+        return bool(holder)
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lorakit.toyworld import DemoSpec, write_demo  # noqa: E402
+from lorakit.demo.toyworld import DemoSpec, write_demo  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,7 +7,7 @@
 Three stages: (1) a small f=2 VAE learns to code 32×32 scenes as 16×16×4 latents; (2) a UNet and a small CLIP
 text encoder learn, jointly, to draw latents from captions, with zero-terminal-SNR v-prediction (without it the
 model cannot get backgrounds right: the last timestep leaks the image's mean colour); (3) the saved pipeline is
-sampled from prompts and scored with lorakit.scorer; the figures go to TRAINING_LOG.md.
+sampled from prompts and scored with lorakit.demo.scorer; the figures go to TRAINING_LOG.md.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lorakit import toyworld as tw  # noqa: E402
-from lorakit.tiny import make_tokenizer  # noqa: E402
+from lorakit.demo import toyworld as tw  # noqa: E402
+from lorakit.models.tiny import make_tokenizer  # noqa: E402
 
 SCHEDULER_KWARGS = dict(
     num_train_timesteps=1000,
@@ -274,7 +274,7 @@ def evaluate(out: Path, log: Log, n: int, steps: int = 25, cfg: float = 4.0,
     """Sample n prompts over the (shape, colour, background) triples (126 = every one) and score them."""
     from diffusers import StableDiffusionPipeline
 
-    from lorakit.scorer import score_image
+    from lorakit.demo.scorer import score_image
 
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
@@ -311,7 +311,7 @@ def scorer_accuracy(log: Log, n: int = 400) -> dict:
     """The scorer's accuracy on held-out generator images (every shape), clean and blurred + noisy."""
     from PIL import ImageFilter
 
-    from lorakit.scorer import score_batch
+    from lorakit.demo.scorer import score_batch
 
     rng = np.random.default_rng(0)
     scenes = [tw.scene_from_seed(30_000_000 + i, shapes=tw.ALL_SHAPES, held_out=None) for i in range(n)]
@@ -354,18 +354,18 @@ def write_log(out: Path, log: Log) -> None:
         "- UNet: UNet2DConditionModel, block_out_channels 32/64/64, DownBlock2D first (no attention at 16×16), "
         "layers_per_block 1, cross-attention dim 64.",
         "- Text encoder: CLIPTextModel, 3 layers, 64 wide, trained jointly with the UNet; tokenizer from "
-        "`lorakit.tiny.make_tokenizer` with the toy words and spare trigger words (blicket, dax, wug, ...) as single "
+        "`lorakit.models.tiny.make_tokenizer` with the toy words and spare trigger words (blicket, dax, wug, ...) as single "
         "tokens.",
         "- Diffusion: v-prediction with zero terminal SNR (`rescale_betas_zero_snr`), trailing timesteps; saved "
         "scheduler Euler a. Batch 32, EMA 0.999, 10% empty captions (for CFG).",
-        "- Data: scenes of `lorakit.toyworld` (circle/square/triangle × 7 colours × 6 backgrounds); 1 in 8 "
+        "- Data: scenes of `lorakit.demo.toyworld` (circle/square/triangle × 7 colours × 6 backgrounds); 1 in 8 "
         "(shape, colour, background) triples is held out of pretraining and appears only in the evaluation.",
         *(["- Extra shapes (`--extra-shapes`), named by spare words, in the stages that list them: "
            + ", ".join(f"`{k}` = {v}" for k, v in f["extra_shapes"].items())
            + "; evaluated like the others (`eval_extra_shapes`, images in `eval_extra_samples.png`). Never the "
            "cross."] if f.get("extra_shapes") else []),
         "- Evaluation: every one of the 126 triples once (25 steps, CFG 4, Euler a, 32×32), read by "
-        "`lorakit.scorer`; the images are in `eval_samples.png` (row by row, in the order of the log).",
+        "`lorakit.demo.scorer`; the images are in `eval_samples.png` (row by row, in the order of the log).",
         "",
         "## Figures",
         "",

@@ -23,21 +23,21 @@ SHARED = REPO.parent / "shared"
 
 @pytest.fixture(scope="session")
 def tiny_sd1(tmp_path_factory) -> Path:
-    from lorakit.tiny import save_tiny_pipeline
+    from lorakit.models.tiny import save_tiny_pipeline
 
     return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd1", "sd1", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory) -> Path:
-    from lorakit.tiny import save_tiny_pipeline
+    from lorakit.models.tiny import save_tiny_pipeline
 
     return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sdxl", "sdxl", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_sd2v(tmp_path_factory) -> Path:
-    from lorakit.tiny import save_tiny_pipeline
+    from lorakit.models.tiny import save_tiny_pipeline
 
     return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd2v", "sd2-v", seed=0)
 
@@ -59,7 +59,7 @@ def write_images(folder: Path, n: int, size=(64, 64), seed: int = 0, caption: st
 @pytest.fixture()
 def tiny_project(tmp_path, tiny_sd1):
     """A project with 4 images in dataset/2_zkx and a config for the tiny SD1 model (2 epochs)."""
-    from lorakit.config import TrainConfig
+    from lorakit.config.schema import TrainConfig
     from lorakit.project import Project
 
     project = Project.create(tmp_path / "proj")

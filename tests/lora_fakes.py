@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from lorakit.models import BaseModel
+from lorakit.models.loading import BaseModel
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TE_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dataset_corpus import pattern
 
-from lorakit.captioners import (
+from lorakit.dataset.captioners import (
     BlipSettings,
     TaggerSettings,
     build_tiny_blip,
@@ -14,7 +14,7 @@ from lorakit.captioners import (
     load_captioner,
     model_source,
 )
-from lorakit.captions import apply_changes
+from lorakit.dataset.captions import apply_changes
 
 TAGS = ["red_hair", "solo", "smile", "general", "cat", "dog"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dataset_corpus import digests, pattern
 
-from lorakit.captions import (
+from lorakit.dataset.captions import (
     TagEdit,
     apply_changes,
     apply_edit,
@@ -16,7 +16,7 @@ from lorakit.captions import (
     tag_frequency,
     write_caption,
 )
-from lorakit.dataset import process_caption
+from lorakit.dataset.scan import process_caption
 
 
 def test_prefix_goes_first_once_and_is_idempotent():

@@ -8,7 +8,7 @@ import pytest
 from dataset_corpus import blurred, digests, make_corpus, pattern, png_header_only
 from PIL import Image
 
-from lorakit.checks import (
+from lorakit.dataset.checks import (
     CheckSettings,
     check_folder,
     inspect_image,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lorakit.cli import main
+from lorakit.cli.main import main
 from lorakit.doctor import run_checks
 
 

@@ -6,8 +6,8 @@ import json
 
 from dataset_corpus import digests, make_corpus, pattern
 
-from lorakit.captioners import build_tiny_blip
-from lorakit.cli import main
+from lorakit.cli.main import main
+from lorakit.dataset.captioners import build_tiny_blip
 
 
 def test_check_json_lists_every_file_and_exits_1_on_unusable_files(tmp_path, capsys):

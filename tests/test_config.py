@@ -9,10 +9,10 @@ from dataclasses import fields
 
 import pytest
 
-from lorakit.cli import main
-from lorakit.config import (
+from lorakit.cli.main import main
+from lorakit.config.presets import PRESETS, apply_preset
+from lorakit.config.schema import (
     SECTIONS,
-    ConfigError,
     TrainConfig,
     advice,
     default_of,
@@ -20,7 +20,7 @@ from lorakit.config import (
     format_float,
     iter_fields,
 )
-from lorakit.presets import PRESETS, apply_preset
+from lorakit.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -152,7 +152,7 @@ def test_types_are_checked_when_loading():
 
 
 def test_warmup_ratio_reaches_the_scheduler():
-    from lorakit.optim import lr_curve
+    from lorakit.train.optimizers import lr_curve
 
     cfg = TrainConfig().replace({"optimizer.lr_scheduler": "constant_with_warmup", "optimizer.lr_warmup_ratio": 0.1})
     assert cfg.warmup_steps(200) == 20
@@ -232,7 +232,7 @@ def test_cli_show_markdown_is_one_table_row_per_setting(capsys):
 def test_lr_preview_equals_stepping_the_training_scheduler(scheduler):
     import torch
 
-    from lorakit.optim import build_scheduler, lr_curve
+    from lorakit.train.optimizers import build_scheduler, lr_curve
 
     cfg = TrainConfig().replace({"optimizer.lr_scheduler": scheduler, "optimizer.lr_scheduler_num_cycles": 3,
                                  "optimizer.lr_scheduler_power": 2.0,

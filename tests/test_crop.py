@@ -6,7 +6,7 @@ import pytest
 from dataset_corpus import digests, pattern
 from PIL import Image
 
-from lorakit.crop import (
+from lorakit.dataset.crop import (
     Box,
     BucketSettings,
     box_from_fractions,
@@ -16,7 +16,7 @@ from lorakit.crop import (
     crop_image,
     crop_in_project,
 )
-from lorakit.dataset import assign_buckets, scan_dataset
+from lorakit.dataset.scan import assign_buckets, scan_dataset
 from lorakit.project import Project
 
 

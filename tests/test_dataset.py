@@ -8,8 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import write_images
-from lorakit.dataset import (
-    DatasetError,
+from lorakit.dataset.scan import (
     LatentCache,
     assign_buckets,
     choose_bucket,
@@ -19,6 +18,7 @@ from lorakit.dataset import (
     process_caption,
     scan_dataset,
 )
+from lorakit.errors import DatasetError
 
 
 def test_folder_names():
@@ -59,7 +59,7 @@ def test_bom_caption_and_non_utf8_caption(tmp_path):
 
 
 def test_training_refuses_a_broken_caption(tiny_project):
-    from lorakit.train import train
+    from lorakit.train.loop import train
 
     project, cfg = tiny_project
     (project.dataset_dir / "2_zkx" / "img01.txt").write_bytes(b"caf\xe9")
@@ -72,7 +72,9 @@ def test_buckets_keep_area_and_aspect():
     assert (512, 512) in buckets and (768, 320) in buckets
     assert all(w * h <= 512 * 512 and w % 64 == 0 and h % 64 == 0 for w, h in buckets)
     assert choose_bucket((1200, 800), buckets, 512, 64, no_upscale=True) == (640, 384)  # nearest ratio
-    assert choose_bucket((100, 300), buckets, 512, 64, no_upscale=True) == (64, 256)  # small: not upscaled
+    assert choose_bucket((300, 600), buckets, 512, 64, no_upscale=True) == (256, 576)  # small: not upscaled
+    # below min_bucket_reso: enlarged just enough to reach it, never a bucket under 256
+    assert choose_bucket((100, 300), buckets, 512, 64, no_upscale=True) == (256, 768)
 
 
 def test_exif_rotation_counts_for_the_bucket(tmp_path):
@@ -114,7 +116,7 @@ def test_caption_processing():
 
 
 def test_latent_cache_hits_on_disk_and_misses_on_new_content(tmp_path, tiny_sd1):
-    from lorakit.models import load_base
+    from lorakit.models.loading import load_base
 
     base = load_base(str(tiny_sd1))
     write_images(tmp_path / "1_a", 1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lorakit.checkpoint import read_lora_metadata
+from lorakit.lora.file import read_lora_metadata
 
 BLOCKED_RUN = textwrap.dedent("""
     import socket, sys
@@ -21,7 +21,7 @@ BLOCKED_RUN = textwrap.dedent("""
     socket.socket.connect_ex = refuse
     socket.create_connection = refuse
     socket.getaddrinfo = refuse
-    from lorakit.cli import main
+    from lorakit.cli.main import main
     sys.exit(main(["demo", sys.argv[1], "--epochs", "1"]))
 """)
 

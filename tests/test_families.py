@@ -6,14 +6,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import lorakit.train as train_mod
+import lorakit.train.loop as train_mod
+import lorakit.train.prepare as prepare_mod
 from conftest import write_images
-from lorakit.checkpoint import read_lora_metadata
-from lorakit.config import TrainConfig
-from lorakit.models import Family, load_base
-from lorakit.network import Network, detach_all, te_key, unet_key
+from lorakit.config.schema import TrainConfig
+from lorakit.lora.file import read_lora_metadata
+from lorakit.lora.network import Network, detach_all, te_key, unet_key
+from lorakit.models.loading import Family, load_base
 from lorakit.project import Project
-from lorakit.train import Callback, train
+from lorakit.train.loop import Callback, train
 
 
 def _project(tmp_path, model, steps: int = 3, **changes) -> tuple[Project, TrainConfig]:
@@ -122,9 +123,9 @@ class _Snapshots(Callback):
 def test_text_encoder_stops_after_n_steps_with_its_own_lr(models, tmp_path, monkeypatch):
     project, cfg = _project(tmp_path, models["sd1"], steps=4, optimizer__stop_text_encoder_training=2)
     holder, lrs = [], []
-    real_attach, real_opt = Network.attach, train_mod.build_optimizer
+    real_attach, real_opt = Network.attach, prepare_mod.build_optimizer
     monkeypatch.setattr(Network, "attach", classmethod(lambda cls, b, c: holder.append(real_attach(b, c)) or holder[0]))
-    monkeypatch.setattr(train_mod, "build_optimizer", lambda c, g: lrs.extend(x["lr"] for x in g) or real_opt(c, g))
+    monkeypatch.setattr(prepare_mod, "build_optimizer", lambda c, g: lrs.extend(x["lr"] for x in g) or real_opt(c, g))
     snaps = _Snapshots(holder)
     train(project, cfg, callbacks=[snaps])
     assert lrs == [1e-2, 1e-3], "UNet and text encoder each get their own learning rate"

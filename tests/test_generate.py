@@ -7,8 +7,11 @@ import pytest
 import torch
 from lora_fakes import expected_delta, write_kohya_lora
 
-from lorakit.generate import SAMPLERS, GenerateError, Generator, make_scheduler, parse_prompt, sampler_name
-from lorakit.models import load_base
+from lorakit.errors import GenerateError
+from lorakit.evaluate.generate import Generator
+from lorakit.lora.prompt_tags import parse_prompt
+from lorakit.models.loading import load_base
+from lorakit.models.samplers import SAMPLERS, make_scheduler, sampler_name
 
 FAST = dict(steps=2, cfg=4.0, sampler="Euler")
 
@@ -198,7 +201,7 @@ def test_quiet_model_loading_leaves_disabled_progress_bars_disabled():
     from diffusers.utils import logging as d_logging
     from transformers.utils import logging as t_logging
 
-    from lorakit.models import quiet_loading
+    from lorakit.models.loading import quiet_loading
 
     d_logging.disable_progress_bar()
     t_logging.disable_progress_bar()

@@ -9,17 +9,14 @@ import pytest
 from lora_fakes import write_kohya_lora
 from PIL import Image
 
-from lorakit import handoff
-from lorakit.generate import Generator
-from lorakit.grid import HIGHLIGHT, GridError, build_spec, make_grid, parse_axis, plan, render_cells
-from lorakit.judge import (
-    lora_effect,
-    nearest_training_images,
-    side_by_side,
-    trigger_words,
-    verdict,
-)
-from lorakit.models import load_base
+from lorakit.errors import GridError
+from lorakit.evaluate import handoff
+from lorakit.evaluate.generate import Generator
+from lorakit.evaluate.grid import make_grid, render_cells
+from lorakit.evaluate.grid_spec import build_spec, parse_axis, plan
+from lorakit.evaluate.judge import lora_effect, nearest_training_images, side_by_side, trigger_words, verdict
+from lorakit.models.loading import load_base
+from lorakit.pictures import HIGHLIGHT
 from lorakit.project import Project
 
 FAST = dict(steps=2, cfg=4.0, sampler="Euler")
@@ -29,7 +26,7 @@ FAST = dict(steps=2, cfg=4.0, sampler="Euler")
 def project(tmp_path_factory, tiny_sd1):
     """A project with 4 training images, a config, and three checkpoints as another trainer would write them."""
     from conftest import write_images
-    from lorakit.config import TrainConfig
+    from lorakit.config.schema import TrainConfig
 
     project = Project.create(tmp_path_factory.mktemp("grid") / "proj")
     write_images(project.dataset_dir / "2_zkx", 4)
@@ -211,7 +208,7 @@ def test_nearest_training_image(project):
 
 
 def test_cli_grid(project, tiny_sd1, capsys):
-    from lorakit.cli import main
+    from lorakit.cli.main import main
 
     code = main(["grid", str(project.root), "--x", "checkpoint=zkx", "--y", "strength=1,0", "--steps", "2",
                  "--sampler", "Euler", "--base-model", str(tiny_sd1)])
@@ -221,17 +218,11 @@ def test_cli_grid(project, tiny_sd1, capsys):
 
 
 def test_toy_scores_pick_the_best_checkpoint_and_strength():
-    from lorakit import toyworld as tw
-    from lorakit.grid import Cell, GridResult
-    from lorakit.judge import (
-        best_cell,
-        choices_table,
-        pick_best,
-        score_choices,
-        suggestion,
-        toy_annotator,
-        toy_expected,
-    )
+    from lorakit.demo import toyworld as tw
+    from lorakit.demo.judging import toy_annotator, toy_expected, toy_scorer
+    from lorakit.evaluate.grid import GridResult
+    from lorakit.evaluate.grid_spec import Cell
+    from lorakit.evaluate.judge import best_cell, choices_table, pick_best, score_choices, suggestion
 
     prompt = "a yellow blicket on a green background"
     assert toy_expected(prompt) == {"shape": "cross", "color": "yellow", "background": "green"}
@@ -249,10 +240,11 @@ def test_toy_scores_pick_the_best_checkpoint_and_strength():
     result = GridResult(cells=[cells], cell_images=[images])
     notes = [[toy_annotator()(c, im) for c, im in zip(r, ir, strict=True)] for r, ir in zip(cells, images, strict=True)]
     assert notes == [["L:yes A:yes", "L:yes A:no"], ["L:no A:yes", "L:no A:yes"]]
-    choices = score_choices(result)
+    choices = score_choices(result, toy_scorer())
+    assert score_choices(result, lambda cell, image: None) == [], "cells the scorer cannot judge are left out"
     best = pick_best(choices)
     assert (best.checkpoint, best.strength, best.likeness, best.adaptability) == ("b-000001", 1.0, 1.0, 1.0)
-    assert best_cell()(result) == (0, 0, 0)
+    assert best_cell(scorer=toy_scorer())(result) == (0, 0, 0)
     assert best_cell(choice=choices[3])(result) == (0, 1, 1), "frames the choice it is given (b at 0.5)"
     assert "<- best" in choices_table(choices, best).splitlines()[1]
     assert [(c.checkpoint, c.strength) for c in choices] == [("b-000001", 1.0), ("b-000001", 0.5), ("b", 1.0),
@@ -263,7 +255,7 @@ def test_toy_scores_pick_the_best_checkpoint_and_strength():
 
 
 def test_ties_go_to_the_cell_whose_neighbours_also_work_then_to_less_training():
-    from lorakit.judge import Choice, pick_best
+    from lorakit.evaluate.judge import Choice, pick_best
 
     def grid(likeness: dict[tuple[str, float], float]) -> list[Choice]:
         return [Choice(c, s, lk, 1.0, 8) for (c, s), lk in likeness.items()]

@@ -7,8 +7,9 @@ import pytest
 from dataset_corpus import digests, make_corpus, pattern
 from PIL import Image
 
-from lorakit.dataset import DatasetError, scan_dataset
-from lorakit.imports import import_images
+from lorakit.dataset.importing import import_images
+from lorakit.dataset.scan import scan_dataset
+from lorakit.errors import DatasetError
 from lorakit.project import Project
 
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from lorakit.cli import main
-from lorakit.config import ConfigError, TrainConfig
-from lorakit.demo import demo_config
-from lorakit.kohya import export_kohya, export_kohya_text, import_kohya, parse_kohya_text
-from lorakit.presets import PRESETS, apply_preset
+from lorakit.cli.main import main
+from lorakit.config.kohya import export_kohya, export_kohya_text, import_kohya, parse_kohya_text
+from lorakit.config.presets import PRESETS, apply_preset
+from lorakit.config.schema import TrainConfig
+from lorakit.demo.recipe import demo_config
+from lorakit.errors import ConfigError
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "kohya_ss_settings_as_pasted.txt"
 
@@ -188,7 +189,7 @@ def test_cli_import_and_export(tmp_path, capsys):
 
 
 def test_every_key_is_reported_once_even_when_empty():
-    from lorakit.kohya import DIRECT, IGNORED, LYCORIS_OPTIONS, NEUTRAL, SPECIAL
+    from lorakit.config.kohya import DIRECT, IGNORED, LYCORIS_OPTIONS, NEUTRAL, SPECIAL
 
     raw = {k: "" for k in [*DIRECT, *SPECIAL, *NEUTRAL, *IGNORED, *LYCORIS_OPTIONS] if k != "lorakit"}
     result = import_kohya(raw)

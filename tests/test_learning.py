@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lorakit import toyworld as tw
-from lorakit.scorer import score_batch
+from lorakit.demo import toyworld as tw
+from lorakit.demo.recipe import demo_config
+from lorakit.demo.scorer import score_batch
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "data" / "toy-base"
@@ -100,9 +101,9 @@ def test_bench_scores_fewer_prompts_or_other_sampling_seeds_when_asked():
 def test_demo_lora_learns_the_concept_without_leaking(tmp_path):
     import learning
 
-    from lorakit.generate import Generator
+    from lorakit.evaluate.generate import Generator
 
-    cfg = tw.demo_config()
+    cfg = demo_config()
     cfg.training.max_train_epochs = CI_EPOCHS
     cfg.saving.save_every_n_epochs = 0
     cfg.sampling.sample_every_n_epochs = 0

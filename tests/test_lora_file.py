@@ -7,17 +7,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lorakit.checkpoint import read_lora_metadata
-from lorakit.generate import Generator
-from lorakit.models import load_base
-from lorakit.network import ADAPTER, Network, te_key, unet_key
-from lorakit.train import train
+from lorakit.evaluate.generate import Generator
+from lorakit.lora.file import read_lora_metadata
+from lorakit.lora.network import ADAPTER, Network, te_key, unet_key
+from lorakit.models.loading import load_base
+from lorakit.train.loop import train
+from lorakit.train.state import STATE_FILE, load_state
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_sd1):
     from conftest import write_images
-    from lorakit.config import TrainConfig
+    from lorakit.config.schema import TrainConfig
     from lorakit.project import Project
 
     project = Project.create(tmp_path_factory.mktemp("lora") / "proj")
@@ -89,7 +90,7 @@ def test_diffusers_applies_every_tensor_exactly(trained, tiny_sd1):
     base = load_base(str(tiny_sd1))
     # the trained adapter, from the saved training state
     net = Network.attach(base, cfg)
-    state = torch.load(project.state_dir / "state.pt", weights_only=False)
+    state = load_state(project.state_dir / STATE_FILE)
     net.load_trainable_state_dict(state["network"])
     trained_delta = {}
     for prefix, model in net.parts.items():

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lorakit.config import TrainConfig
-from lorakit.models import load_base
-from lorakit.network import ADAPTER, Network, detach_all, te_key, unet_key
+from lorakit.config.schema import TrainConfig
+from lorakit.lora.network import ADAPTER, Network, detach_all, te_key, unet_key
+from lorakit.models.loading import load_base
 
 KINDS = ("lora", "locon", "dora", "loha", "lokr")
 

@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from lorakit.noise import debiased_weights, min_snr_weights, sample_noise, sample_timesteps, training_target
+from lorakit.train.noise import (
+    debiased_weights,
+    min_snr_weights,
+    sample_noise,
+    sample_timesteps,
+    training_target,
+)
 
 SCHED = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from lorakit.config import ConfigError, TrainConfig
-from lorakit.optim import OptimizerUnavailable, build_optimizer, build_scheduler, lr_curve
+from lorakit.config.schema import TrainConfig
+from lorakit.errors import ConfigError, OptimizerUnavailable
+from lorakit.train.optimizers import build_optimizer, build_scheduler, lr_curve
 
 N, LR = 100, 1e-3
 

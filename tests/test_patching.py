@@ -9,10 +9,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_networks import _config, _perturb, adapted_layers, applied_delta, dora_delta, lycoris_delta
 
-from lorakit.generate import GenerateError, Generator
-from lorakit.models import load_base
-from lorakit.network import ADAPTER, Network, detach_all
-from lorakit.patching import PatchError, WeightPatcher, layer_delta, needs_patching
+from lorakit.errors import GenerateError, PatchError
+from lorakit.evaluate.generate import Generator
+from lorakit.lora.network import ADAPTER, Network, detach_all
+from lorakit.lora.patching import WeightPatcher, layer_delta, needs_patching
+from lorakit.models.loading import load_base
 
 
 def _write(base, kind: str, path, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -6,11 +6,11 @@ import pytest
 import torch
 from test_families import _project
 
-import lorakit.train as train_mod
-from lorakit.config import TrainConfig
-from lorakit.models import load_base
-from lorakit.network import Network
-from lorakit.train import Callback, train
+import lorakit.train.prepare as prepare_mod
+from lorakit.config.schema import TrainConfig
+from lorakit.lora.network import Network
+from lorakit.models.loading import load_base
+from lorakit.train.loop import Callback, train
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +81,14 @@ class _Steps(Callback):
 
 def _count_optimizer_steps(monkeypatch) -> list[int]:
     calls: list[int] = []
-    real = train_mod.build_optimizer
+    real = prepare_mod.build_optimizer
 
     def counting(cfg, groups):
         opt = real(cfg, groups)
         opt.register_step_post_hook(lambda *_: calls.append(1))
         return opt
 
-    monkeypatch.setattr(train_mod, "build_optimizer", counting)
+    monkeypatch.setattr(prepare_mod, "build_optimizer", counting)
     return calls
 
 
@@ -135,7 +135,7 @@ def test_sdpa_attention_is_set(sd1):
     base = load_base(str(sd1))
     cfg = TrainConfig()
     cfg.training.sdpa = True
-    train_mod._configure_speed(base, cfg)
+    prepare_mod.configure_speed(base, cfg)
     assert all(isinstance(p, AttnProcessor2_0) for p in base.unet.attn_processors.values())
 
 

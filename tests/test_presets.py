@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from lorakit.config import ConfigError, TrainConfig
-from lorakit.kohya import import_kohya
-from lorakit.presets import PRESETS, PROJECT_KEYS, apply_preset, describe_presets
-from lorakit.steps import DatasetCount, plan_steps
+from lorakit.config.kohya import import_kohya
+from lorakit.config.presets import PRESETS, PROJECT_KEYS, apply_preset, describe_presets
+from lorakit.config.schema import TrainConfig
+from lorakit.errors import ConfigError
+from lorakit.train.steps import DatasetCount, plan_steps
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "kohya_ss_settings_as_pasted.txt"
 

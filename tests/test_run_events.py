@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lorakit import checkpoint
+from lorakit.config.sample_prompts import parse_sample_prompt
 from lorakit.files import atomic_write_bytes
-from lorakit.progress import smooth, summary
-from lorakit.sampling import parse_sample_prompt
-from lorakit.train import Callback, train
+from lorakit.lora import file as checkpoint
+from lorakit.train.loop import Callback, train
+from lorakit.train.progress import smooth, summary
+from lorakit.train.state import STATE_FILE, load_state
 
 
 def test_kohya_sample_prompt_options():
@@ -73,7 +74,7 @@ def test_keyboard_interrupt_keeps_state(tiny_project):
     project, cfg = tiny_project
     result = train(project, cfg, callbacks=[CtrlC()])
     assert result.interrupted and result.steps == 3
-    state = torch.load(project.state_dir / "state.pt", weights_only=False)
+    state = load_state(project.state_dir / STATE_FILE)
     assert state["step"] == 3 and state["batch_in_epoch"] == 3
     resumed = train(project, cfg, resume=True)
     assert resumed.steps == 16 and resumed.final.name == "zkx.safetensors"
@@ -98,7 +99,7 @@ def test_a_crash_mid_write_leaves_no_file_under_the_final_name(tmp_path, monkeyp
 
 def test_smoothing_and_summary():
     assert smooth([1.0, 1.0, 1.0]) == pytest.approx([1.0, 1.0, 1.0])
-    from lorakit.train import TrainResult
+    from lorakit.train.loop import TrainResult
 
     s = summary(TrainResult(steps=3, losses=[3.0, 2.0, 1.0], seconds=1.5))
     assert s["steps"] == 3 and "2.00 steps/s" in s["time"] and "<table" in s._repr_html_()

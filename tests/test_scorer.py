@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from lorakit import toyworld as tw
-from lorakit.scorer import read_image, score_batch, score_image
+from lorakit.demo import toyworld as tw
+from lorakit.demo.scorer import read_image, score_batch, score_image
 
 HELD_OUT_SEED = 7_000_000  # far from every seed used to make data or tune the scorer
 ACCURACY = 0.98  # measured 1.00 clean and >= 0.99 blurred + noisy over 400 images

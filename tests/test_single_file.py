@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lorakit.models import ModelError, load_base
-from lorakit.single_file import (
+from lorakit.errors import ModelError
+from lorakit.models.loading import load_base
+from lorakit.models.single_file import (
     architecture_configs,
     checkpoint_keys,
     detect_checkpoint_family,
@@ -129,28 +130,20 @@ def test_shipped_architecture_configs_match_real_checkpoints(family, diffusers_t
 @pytest.mark.parametrize("family", ["sd1", "sd2-v", "sdxl"])
 def test_tiny_pipelines_save_and_load_exactly(folders, family):
     """A saved tiny pipeline loads back bit for bit (SDXL's second encoder included) and builds the same each time."""
-    from lorakit.tiny import build_tiny_pipeline
+    from lorakit.models.tiny import build_tiny_pipeline
 
     built = SimpleNamespace(pipe=build_tiny_pipeline(family, seed=0))
     _same_weights(built, load_base(str(folders[family])))
 
 
-def test_tokenizers_come_from_the_local_cache_as_a1111_leaves_it(folders, tmp_path, monkeypatch):
-    """Only openai/clip-vit-large-patch14 cached (what A1111 downloads): SDXL's second tokenizer is derived from it."""
+def test_a_config_folder_without_tokenizers_and_a_small_vocabulary_says_so(folders, tmp_path):
+    """The shipped CLIP tokenizer fits only CLIP's 49,408 embeddings: for a tiny model the error names the sizes."""
     import shutil
 
-    import lorakit.single_file as sf
-
     ref = load_base(str(folders["sdxl"]))
-    snapshot = tmp_path / "hub" / "models--openai--clip-vit-large-patch14" / "snapshots" / ("0" * 40)
-    ref.pipe.tokenizer.save_pretrained(snapshot)
-    (snapshot.parents[1] / "refs").mkdir()
-    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
     config = tmp_path / "config"
     shutil.copytree(folders["sdxl"], config, ignore=shutil.ignore_patterns("tokenizer*", "*.safetensors"))
-    monkeypatch.setattr(sf, "HF_CACHE_DIR", str(tmp_path / "hub"))
     path = save_single_file(ref.pipe, tmp_path / "xl.safetensors", "sdxl")
-    loaded = load_base(str(path), single_file_config=config)
-    _same_weights(ref, loaded)
-    assert loaded.pipe.tokenizer.get_vocab() == ref.pipe.tokenizer.get_vocab()
-    assert loaded.pipe.tokenizer_2.pad_token == "!", "OpenCLIP pads with '!'"
+    n = ref.pipe.text_encoder.config.vocab_size
+    with pytest.raises(ModelError, match=f"{n} token embeddings, not CLIP's 49408.*single_file_config"):
+        load_base(str(path), single_file_config=config)

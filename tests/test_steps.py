@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from lorakit.config import TrainConfig
-from lorakit.steps import (
+from lorakit.config.schema import TrainConfig
+from lorakit.train.steps import (
     DatasetCount,
     count_dataset,
     count_project,

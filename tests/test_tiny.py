@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from lorakit.tiny import build_tiny_pipeline, make_tokenizer, save_tiny_pipeline
+from lorakit.models.tiny import build_tiny_pipeline, make_tokenizer, save_tiny_pipeline
 
 
 def _digest(folder) -> dict[str, str]:

@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from lorakit import toyworld as tw
-from lorakit.dataset import parse_folder_name, scan_dataset
-from lorakit.tiny import make_tokenizer
+from lorakit.dataset.scan import parse_folder_name, scan_dataset
+from lorakit.demo import toyworld as tw
+from lorakit.demo.recipe import demo_config
+from lorakit.models.tiny import make_tokenizer
 
 
 def test_same_seed_same_scene_and_pixels():
@@ -101,7 +102,7 @@ def test_demo_data_in_repo_matches_the_generator(tmp_path):
 
 
 def test_demo_config_is_a_valid_locon_recipe():
-    cfg = tw.demo_config()
+    cfg = demo_config()
     assert cfg.network.type == "locon" and cfg.network.conv_rank > 0
     assert cfg.optimizer.text_encoder_lr > 0 and cfg.data.reg_dir
     assert cfg.data.resolution == tw.NATIVE_SIZE

@@ -14,8 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lorakit.checkpoint import read_lora_metadata
-from lorakit.train import train
+from lorakit.lora.file import read_lora_metadata
+from lorakit.train.loop import train
+from lorakit.train.state import STATE_FILE, load_state
 
 
 def _tensors(path):
@@ -50,7 +51,7 @@ def test_interrupted_run_resumes_to_the_same_lora(tiny_project, tmp_path):
 
     part = train(project, cfg, stop_after_steps=11)  # 11 of 24 steps: stops inside epoch 2
     assert part.interrupted and part.steps == 11
-    assert (project.state_dir / "state.pt").is_file()
+    assert (project.state_dir / STATE_FILE).is_file()
     assert [p.name for p in part.checkpoints] == ["zkx-000001.safetensors"]
     resumed = train(project, cfg, resume=True)
     assert not resumed.interrupted and resumed.steps == 24
@@ -92,7 +93,7 @@ def test_loss_log_and_save_last_k(tiny_project):
 
 def test_rerun_in_the_same_process_is_warm(tiny_project):
     """The base model and latent cache stay loaded: the second run starts without loading anything again."""
-    from lorakit import models
+    from lorakit.models import loading as models
 
     project, cfg = tiny_project
     models.clear_cache()
@@ -110,7 +111,7 @@ def test_rerun_in_the_same_process_is_warm(tiny_project):
 @pytest.mark.slow
 def test_two_processes_agree_and_only_the_main_one_writes(tiny_project):
     """accelerate launch --multi_gpu --num_processes 2 on CPU (gloo): two real processes, one set of files."""
-    from lorakit.launch import launch_command
+    from lorakit.train.launch import launch_command
 
     project, cfg = tiny_project
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -147,7 +148,7 @@ def test_sigterm_saves_state_and_resume_finishes(tiny_project):
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stdout + stderr[-3000:]
     assert "--resume" in stdout
-    state = torch.load(project.state_dir / "state.pt", weights_only=False)
+    state = load_state(project.state_dir / STATE_FILE)
     stopped_at = state["step"]
     assert 3 <= stopped_at < 320
     cfg.training.max_train_epochs = 2  # finish quickly: the resumed run completes epochs 1-2 (16 steps)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataset_corpus import pattern
 from PIL import Image
 
-from lorakit.captions import image_files
-from lorakit.checks import CheckSettings, check_folder
+from lorakit.dataset.captions import image_files
+from lorakit.dataset.checks import CheckSettings, check_folder
 from lorakit.project import Project
 from lorakit.ui import dataset as ui
 
@@ -38,7 +38,7 @@ def test_forms_import_check_edit_and_crop(tmp_path):
 
     tags = ui.TagForm(prefix="photo of zkx")
     tags.remove.value = "red"
-    from lorakit.captions import plan_edit
+    from lorakit.dataset.captions import plan_edit
 
     changes = plan_edit(project.dataset_dir, tags.value())
     assert "preview only" in ui.write_if_asked(changes, tags.write.value)
@@ -59,7 +59,7 @@ def test_demo_captioner_previews_but_never_writes(tmp_path):
     project = _project(tmp_path)
     (project.dataset_dir / "2_zkx" / "0.txt").unlink()
     form = ui.CaptionerForm(kind="tagger")
-    from lorakit.captioners import caption_folder, load_captioner
+    from lorakit.dataset.captioners import caption_folder, load_captioner
 
     captioner = load_captioner(form.value(project))
     proposals = caption_folder(captioner, project.dataset_dir, progress=False)
@@ -69,7 +69,7 @@ def test_demo_captioner_previews_but_never_writes(tmp_path):
 
 
 def test_empty_source_means_the_demo_only_for_a_project_without_images(tmp_path):
-    from lorakit.demo import DEMO_DATA
+    from lorakit.demo.recipe import DEMO_DATA
 
     empty = Project.create(tmp_path / "empty")
     source, reg = ui.choose_sources(empty, "", "")

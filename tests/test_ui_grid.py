@@ -7,14 +7,15 @@ import sys
 
 import pytest
 
-from lorakit.grid import GridResult, build_spec
+from lorakit.evaluate.grid import GridResult
+from lorakit.evaluate.grid_spec import build_spec
 from lorakit.project import Project
 from lorakit.ui.grid import CellPicker, GridForm
 
 
 @pytest.fixture()
 def project(tmp_path):
-    from lorakit.config import TrainConfig
+    from lorakit.config.schema import TrainConfig
 
     project = Project.create(tmp_path / "proj")
     cfg = TrainConfig()
@@ -61,6 +62,6 @@ def test_cell_picker_returns_the_chosen_image(project):
 
 
 def test_library_never_imports_ipywidgets():
-    code = ("import sys, lorakit.grid, lorakit.generate, lorakit.judge, lorakit.handoff; "
+    code = ("import sys, lorakit.evaluate.grid, lorakit.evaluate.generate, lorakit.evaluate.judge, lorakit.evaluate.handoff; "
             "sys.exit('ipywidgets' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

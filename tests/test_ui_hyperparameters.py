@@ -10,8 +10,9 @@ from pathlib import Path
 import ipywidgets as widgets
 import pytest
 
-from lorakit.config import SECTIONS, ConfigError, TrainConfig, default_of, field_keys, iter_fields
-from lorakit.presets import apply_preset
+from lorakit.config.presets import apply_preset
+from lorakit.config.schema import SECTIONS, TrainConfig, default_of, field_keys, iter_fields
+from lorakit.errors import ConfigError
 from lorakit.project import Project
 from lorakit.ui.hyperparameters import HyperparameterForm, lr_figure
 
@@ -115,7 +116,7 @@ def test_lr_preview_uses_the_training_schedule():
     import matplotlib
 
     matplotlib.use("Agg")
-    from lorakit.optim import lr_curve
+    from lorakit.train.optimizers import lr_curve
 
     cfg = apply_preset("style")
     fig = lr_figure(cfg, 300, 100)
@@ -127,7 +128,7 @@ def test_lr_preview_uses_the_training_schedule():
 
 
 def test_the_library_never_imports_ipywidgets():
-    code = ("import sys, lorakit.config, lorakit.kohya, lorakit.presets, lorakit.steps, lorakit.cli_config; "
+    code = ("import sys, lorakit.config.schema, lorakit.config.kohya, lorakit.config.presets, lorakit.train.steps, lorakit.cli.config; "
             "sys.exit('ipywidgets' in sys.modules)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0

@@ -18,8 +18,9 @@ from pathlib import Path
 import ipywidgets as widgets
 from PIL import Image
 
-from lorakit.captioners import BlipSettings, TaggerSettings, build_tiny_blip, build_tiny_tagger
-from lorakit.captions import (
+from lorakit.config.schema import TrainConfig
+from lorakit.dataset.captioners import BlipSettings, TaggerSettings, build_tiny_blip, build_tiny_tagger
+from lorakit.dataset.captions import (
     CaptionChange,
     TagEdit,
     WriteResult,
@@ -31,8 +32,8 @@ from lorakit.captions import (
     read_one,
     write_caption,
 )
-from lorakit.checks import CheckReport, CheckSettings, load_upright, report_sheet
-from lorakit.crop import (
+from lorakit.dataset.checks import CheckReport, CheckSettings, load_upright, report_sheet
+from lorakit.dataset.crop import (
     Box,
     BucketRow,
     BucketSettings,
@@ -42,8 +43,10 @@ from lorakit.crop import (
     crop_in_project,
     preview_box,
 )
-from lorakit.dataset import image_size
-from lorakit.imports import ImportReport, import_images
+from lorakit.dataset.importing import ImportReport, import_images
+from lorakit.dataset.scan import image_size
+from lorakit.demo.recipe import DEMO_DATA, demo_config
+from lorakit.demo.toyworld import tokenizer_words
 from lorakit.project import Project
 
 _STYLE = {"description_width": "150px"}
@@ -389,7 +392,6 @@ class CaptionerForm:
 
 def demo_captioner(project: Project, kind: str) -> Path:
     """A random toy captioner in the project's cache (made once, offline): it shows the mechanics, not captions."""
-    from lorakit.toyworld import tokenizer_words
 
     folder = project.cache_dir / f"toy-{kind}"
     if not (folder / "config.json").is_file():
@@ -415,7 +417,6 @@ def caption_write(form: CaptionerForm, changes: list[CaptionChange]) -> str:
 # ---- defaults ----------------------------------------------------------------------------------------
 def choose_sources(project: Project, source: str, reg_source: str) -> tuple[str, str]:
     """The notebook's parameters, with empty meaning: the demo images, unless the project already has images."""
-    from lorakit.demo import DEMO_DATA
 
     if source or image_files(project.dataset_dir):
         return source, reg_source
@@ -424,7 +425,6 @@ def choose_sources(project: Project, source: str, reg_source: str) -> tuple[str,
 
 def uses_demo(project: Project, source: str) -> bool:
     """True when the images are the demo's: imported from data/demo now, or earlier (same folder names)."""
-    from lorakit.demo import DEMO_DATA
 
     demo = DEMO_DATA / "dataset"
     if source:
@@ -435,8 +435,6 @@ def uses_demo(project: Project, source: str) -> bool:
 
 def project_config(project: Project, using_demo: bool):
     """The project's lorakit.toml if notebook 02 wrote one, else the demo's recipe (demo images) or the defaults."""
-    from lorakit.config import TrainConfig
-    from lorakit.demo import demo_config
 
     if project.config_path.is_file():
         return project.load_config()

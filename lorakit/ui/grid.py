@@ -13,9 +13,10 @@ from typing import Any
 
 import ipywidgets as w
 
-from lorakit.config import TrainConfig
-from lorakit.generate import SAMPLERS
-from lorakit.grid import AXIS_KINDS, GridResult, GridSpec, grid_defaults, headers
+from lorakit.config.schema import TrainConfig
+from lorakit.evaluate.grid import GridResult
+from lorakit.evaluate.grid_spec import AXIS_KINDS, GridSpec, grid_defaults, headers
+from lorakit.models.samplers import SAMPLERS
 from lorakit.project import Project
 
 EXAMPLES = {"checkpoint": "all, or name-000002,name", "strength": "1,0.75,0.5", "prompt": "red,blue (Prompt S/R)",
@@ -67,7 +68,7 @@ class GridForm:
         ])
 
     def values(self) -> dict[str, Any]:
-        """The current values as keyword arguments of ``lorakit.grid.build_spec``."""
+        """The current values as keyword arguments of ``lorakit.evaluate.grid_spec.build_spec``."""
         return {"x": self.x.text(), "y": self.y.text(), "z": self.z.text(), "prompt": self.prompt.value.strip(),
                 "negative_prompt": self.negative.value.strip(), "steps": int(self.steps.value),
                 "cfg": float(self.cfg.value), "seed": int(self.seed.value), "sampler": self.sampler.value}

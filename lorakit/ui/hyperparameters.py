@@ -16,10 +16,12 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from lorakit.config import SECTIONS, ConfigError, TrainConfig, advice, default_of, iter_fields
-from lorakit.kohya import KohyaImport, import_kohya
-from lorakit.presets import PRESETS, apply_preset
-from lorakit.steps import DatasetCount, StepsPlan, count_project, format_duration, plan_steps
+from lorakit.config.kohya import KohyaImport, import_kohya
+from lorakit.config.presets import PRESETS, apply_preset
+from lorakit.config.schema import SECTIONS, TrainConfig, advice, default_of, iter_fields
+from lorakit.errors import ConfigError
+from lorakit.train.optimizers import lr_curve
+from lorakit.train.steps import DatasetCount, StepsPlan, count_project, format_duration, plan_steps
 
 SECTION_TITLES = {
     "model": "Model: which base model and how it predicts",
@@ -76,7 +78,6 @@ def lr_figure(cfg: TrainConfig, total_steps: int, steps_per_epoch: int = 0):
     """A matplotlib figure of the UNet and text-encoder learning rate per step (the trainer's scheduler code)."""
     import matplotlib.pyplot as plt
 
-    from lorakit.optim import lr_curve
 
     curve = lr_curve(cfg, max(total_steps, 1), every=max(1, total_steps // 2000))  # ~2000 points are plenty
     steps = [s for s, _, _ in curve]

@@ -9,9 +9,9 @@ import ipywidgets as widgets
 from IPython.display import Image as IPImage
 from IPython.display import display
 
-from lorakit.config import TrainConfig
-from lorakit.progress import TqdmCallback, loss_figure
-from lorakit.train import TrainResult
+from lorakit.config.schema import TrainConfig
+from lorakit.train.events import TrainResult
+from lorakit.train.progress import TqdmCallback, loss_figure
 
 QUICK_FIELDS = [
     ("training", "max_train_epochs"), ("optimizer", "unet_lr"), ("optimizer", "text_encoder_lr"),

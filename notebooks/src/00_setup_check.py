@@ -16,7 +16,7 @@ BASE_MODEL = ""  # empty = the demo model; or a diffusers folder, or a .safetens
 from IPython.display import display
 
 from lorakit.doctor import run_checks
-from lorakit.models import base_model_from_env
+from lorakit.models.loading import base_model_from_env
 from lorakit.project import Project
 from lorakit.ui.setup import doctor_table, setup_form
 

@@ -30,10 +30,10 @@ RESOLUTION = 0  # training side in px (512 SD 1.5, 768 SD 2, 1024 SDXL); 0 = lor
 CAPTION_MODEL = ""  # a captioning model folder (see docs/captioning.md); empty = the demo's random toy model
 
 # %%
-from lorakit.captioners import caption_folder, load_captioner
-from lorakit.captions import image_files, keep_tokens_for, plan_edit, read_captions, tag_frequency
-from lorakit.checks import CheckSettings, check_folder, verify_dataset
-from lorakit.crop import BucketSettings, bucket_preview
+from lorakit.dataset.captioners import caption_folder, load_captioner
+from lorakit.dataset.captions import image_files, keep_tokens_for, plan_edit, read_captions, tag_frequency
+from lorakit.dataset.checks import CheckSettings, check_folder, verify_dataset
+from lorakit.dataset.crop import BucketSettings, bucket_preview
 from lorakit.project import Project
 from lorakit.ui import dataset as ui
 

@@ -19,23 +19,19 @@ PRESET = ""  # optional: "character", "style" or "sd21-adafactor"
 KOHYA_FILE = ""  # optional: the path of a kohya_ss GUI settings .json to start from
 
 # %%
-from lorakit.config import TrainConfig, advice
-from lorakit.demo import demo_config
-from lorakit.models import base_model_from_env
-from lorakit.presets import describe_presets
-from lorakit.project import Project
+from lorakit.config.presets import describe_presets
+from lorakit.config.schema import TrainConfig, advice
+from lorakit.demo.recipe import notebook_setup
 
 # %%
 from IPython.display import HTML, display
 
-from lorakit.steps import count_project, plan_steps
+from lorakit.train.steps import count_project, plan_steps
 from lorakit.ui.hyperparameters import HyperparameterForm, lr_figure, steps_html
 
 # %%
-project = Project.from_env(PROJECT)
-cfg = project.load_config() if project.config_path.is_file() else demo_config()
-cfg.model.base_model = base_model_from_env(BASE_MODEL) or cfg.model.base_model
-print(f"project: {project.root}\nstarting from: {'lorakit.toml' if project.config_path.is_file() else 'the demo recipe'}")
+project, cfg, from_demo = notebook_setup(PROJECT, BASE_MODEL)
+print(f"project: {project.root}\nstarting from: {'the demo recipe' if from_demo else 'lorakit.toml'}")
 
 # %% [markdown]
 # ## The settings that matter most

@@ -20,23 +20,20 @@ MULTI_GPU = False  # True: one process per GPU through `accelerate launch`
 # %%
 import torch
 
-from lorakit.demo import demo_config
-from lorakit.launch import launch_training, result_from_project
-from lorakit.models import base_model_from_env
-from lorakit.project import Project
-from lorakit.progress import loss_figure, samples_sheet, summary
-from lorakit.train import train
+from lorakit.demo.recipe import notebook_setup
+from lorakit.train.launch import launch_training, result_from_project
+from lorakit.train.loop import train
+from lorakit.train.progress import SpeedRecorder, loss_figure, samples_sheet, summary
+from lorakit.train.state import STATE_FILE
 from lorakit.ui.train import LiveView, TrainForm
 
-project = Project.from_env(PROJECT)
-cfg = project.load_config() if project.config_path.is_file() else demo_config()
-cfg.model.base_model = base_model_from_env(BASE_MODEL) or cfg.model.base_model
+project, cfg, _ = notebook_setup(PROJECT, BASE_MODEL)
 
 # %% [markdown]
 # The settings people change most between runs. Every other setting is in notebook 02 (or `lorakit.toml`).
 
 # %%
-form = TrainForm(cfg, can_resume=(project.state_dir / "state.pt").is_file())
+form = TrainForm(cfg, can_resume=(project.state_dir / STATE_FILE).is_file())
 form.widget
 
 # %% [markdown]
@@ -45,8 +42,9 @@ form.widget
 
 # %%
 view = LiveView()
+speed = SpeedRecorder(form.value())  # remembers this machine's steps/s, for notebook 02's time estimate
 if not MULTI_GPU:
-    result = train(project, form.value(), callbacks=[view], resume=RESUME or form.resume.value)
+    result = train(project, form.value(), callbacks=[view, speed], resume=RESUME or form.resume.value)
 
 # %% [markdown]
 # **Several GPUs?** Training in this kernel uses one device. With `MULTI_GPU = True` (first cell) this cell

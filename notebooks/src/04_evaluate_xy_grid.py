@@ -31,17 +31,16 @@ BASE_MODEL = ""  # empty = what lorakit.toml says (the demo model by default)
 # %%
 from IPython.display import display
 
-from lorakit import judge
-from lorakit.demo import demo_config
-from lorakit.generate import Generator
-from lorakit.grid import build_spec, make_grid
-from lorakit.models import base_model_from_env
-from lorakit.project import Project
+from lorakit.demo.judging import toy_annotator, toy_scorer
+from lorakit.demo.recipe import notebook_setup
+from lorakit.evaluate import judge
+from lorakit.evaluate.generate import Generator
+from lorakit.evaluate.grid import make_grid
+from lorakit.evaluate.grid_spec import build_spec
 from lorakit.ui.grid import CellPicker, GridForm
 
-project = Project.from_env(PROJECT)
-cfg = project.load_config() if project.config_path.is_file() else demo_config()
-base_model = base_model_from_env(BASE_MODEL) or cfg.model.base_model
+project, cfg, _ = notebook_setup(PROJECT, BASE_MODEL)
+base_model = cfg.model.base_model
 checkpoints = project.checkpoints()
 assert checkpoints, f"no checkpoints in {project.output_dir}: run notebook 03 (train) first"
 print(f"{len(checkpoints)} checkpoints:", ", ".join(p.stem for p in checkpoints))
@@ -73,10 +72,10 @@ form.widget
 gen = Generator(base_model)
 spec = build_spec(project, **form.values())
 drawn = {}  # what the scores draw, the grid reuses
-scored = form.scores.value
-choices = judge.score_sweep(gen, spec, project, seeds=range(1, 9), progress=True, cache=drawn) if scored else []
+scored, scorer = form.scores.value, toy_scorer(project)
+choices = judge.score_sweep(gen, spec, project, scorer, seeds=range(1, 9), progress=True, cache=drawn) if scored else []
 best = judge.pick_best(choices, order=[p.stem for p in checkpoints])
-result = make_grid(project, spec, generator=gen, annotate=judge.toy_annotator(project) if scored else None,
+result = make_grid(project, spec, generator=gen, annotate=toy_annotator(project) if scored else None,
                    best=judge.best_cell(project, best) if best else None, progress=True, cache=drawn)
 print(result.summary())
 for grid, path in zip(result.grids, result.paths):

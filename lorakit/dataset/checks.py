@@ -1,0 +1,459 @@
+"""Dataset checks: every file gets a verdict and a reason; nothing crashes the scan, nothing is deleted.
+
+    from lorakit.dataset.checks import CheckSettings, check_folder
+    report = check_folder("my-project/dataset", CheckSettings(resolution=512))
+    print(report.format_table()); report.to_json()
+
+    python -m lorakit dataset check my-project/dataset --json     # the same from the shell
+
+Flags: empty, not an image, truncated/corrupt, decompression bomb, animated, too small for the resolution,
+blurry (variance of the Laplacian, threshold shown), near-duplicates (perceptual hash), same-stem clashes,
+missing/empty/non-UTF-8 captions. Files are only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+
+from lorakit.dataset.scan import IMAGE_EXTENSIONS, parse_folder_name, read_caption
+from lorakit.errors import DatasetError
+
+# still images Pillow reads that training ignores until imported (import converts them to PNG)
+CONVERTIBLE_EXTENSIONS = (".gif", ".tif", ".tiff")
+SKIPPED_DIRS = ("captions-backup", "uncropped")
+ERROR, WARN, OK = "error", "warn", "ok"
+
+
+@dataclass
+class CheckSettings:
+    """Thresholds of the checks; all of them are printed with the report."""
+
+    resolution: int = 512  # training side: an image with fewer than resolution² pixels is upscaled
+    blur_threshold: float = 20.0  # sharpness (0–100, see sharpness()) below which an image is called blurry
+    duplicate_distance: int = 6  # perceptual-hash bits (of 64) that may differ for two images to be near-duplicates
+    max_megapixels: float = 120.0  # larger images are refused undecoded (decompression bombs)
+    caption_extension: str = ".txt"
+
+
+@dataclass
+class Issue:
+    code: str
+    severity: str  # "error" (unusable) or "warn" (usable, look at it)
+    message: str
+
+
+@dataclass
+class ImageInfo:
+    """What opening an image safely found: its size after EXIF rotation, or the reason it cannot be used."""
+
+    size: tuple[int, int] = (0, 0)
+    mode: str = ""
+    format: str = ""
+    frames: int = 1
+    orientation: int = 1
+    problem: Issue | None = None
+
+
+@dataclass
+class FileCheck:
+    path: Path
+    size: tuple[int, int] = (0, 0)
+    sharpness: float | None = None
+    phash: str = ""
+    issues: list[Issue] = field(default_factory=list)
+    thumb: Image.Image | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def status(self) -> str:
+        severities = {i.severity for i in self.issues}
+        return ERROR if ERROR in severities else WARN if WARN in severities else OK
+
+    def row(self, root: Path) -> dict:
+        """A JSON-ready summary (path relative to the checked folder)."""
+        return {"file": _rel(self.path, root), "status": self.status,
+                "width": self.size[0], "height": self.size[1],
+                "sharpness": None if self.sharpness is None else round(self.sharpness, 1),
+                "issues": [asdict(i) for i in self.issues]}
+
+
+@dataclass
+class CheckReport:
+    root: Path
+    settings: CheckSettings
+    files: list[FileCheck]
+    seconds: float = 0.0
+
+    @property
+    def flagged(self) -> list[FileCheck]:
+        return [f for f in self.files if f.issues]
+
+    @property
+    def errors(self) -> list[FileCheck]:
+        return [f for f in self.files if f.status == ERROR]
+
+    def counts(self) -> dict[str, int]:
+        """How many files each issue code concerns."""
+        out: dict[str, int] = {}
+        for f in self.files:
+            for code in {i.code for i in f.issues}:
+                out[code] = out.get(code, 0) + 1
+        return dict(sorted(out.items()))
+
+    def summary(self) -> str:
+        flagged = ", ".join(f"{n} {code}" for code, n in self.counts().items()) or "nothing"
+        return (f"{len(self.files)} files checked in {self.seconds:.2f}s: {len(self.errors)} unusable, "
+                f"flagged: {flagged}. Thresholds: {self.thresholds()}")
+
+    def thresholds(self) -> str:
+        s = self.settings
+        return (f"resolution {s.resolution}, blur < {s.blur_threshold:g}, near-duplicate ≤ {s.duplicate_distance} "
+                f"bits, limit {s.max_megapixels:g} MP")
+
+    def rows(self) -> list[dict]:
+        return [f.row(self.root) for f in self.files]
+
+    def to_json(self) -> str:
+        return json.dumps({"root": str(self.root), "settings": asdict(self.settings), "seconds": round(self.seconds, 3),
+                           "counts": self.counts(), "files": self.rows()}, indent=1, ensure_ascii=False)
+
+    def format_table(self, only_flagged: bool = False) -> str:
+        """A plain-text table: file, size, sharpness, status, reasons."""
+        lines = [f"{'file':<40} {'size':>11} {'sharp':>7}  {'status':<6} reasons"]
+        for f in self.flagged if only_flagged else self.files:
+            size = f"{f.size[0]}×{f.size[1]}" if f.size != (0, 0) else "-"
+            sharp = f"{f.sharpness:.0f}" if f.sharpness is not None else "-"
+            reasons = "; ".join(i.message for i in f.issues) or "ok"
+            lines.append(f"{_rel(f.path, self.root):<40} {size:>11} {sharp:>7}  {f.status:<6} {reasons}")
+        lines.append(self.summary())
+        return "\n".join(lines)
+
+
+# ---- opening an image without trusting it ----------------------------------------------------------
+def inspect_image(path: Path, max_megapixels: float = 120.0,
+                  draft: bool = True) -> tuple[ImageInfo, Image.Image | None]:
+    """Open and fully decode ``path`` read-only: what was found, and the upright RGB image (None if unusable).
+
+    ``draft`` lets JPEGs decode at a reduced size (≥ 1024 px), plenty for the checks and much faster.
+    """
+    info = ImageInfo()
+    if path.stat().st_size == 0:
+        info.problem = Issue("empty", ERROR, "empty file (0 bytes)")
+        return info, None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                info.mode, info.format = im.mode, im.format or ""
+                info.frames = getattr(im, "n_frames", 1)
+                w, h = im.size
+                if w * h > max_megapixels * 1e6:
+                    info.problem = Issue("bomb", ERROR, f"{w}×{h} = {w * h / 1e6:.0f} MP exceeds the "
+                                         f"{max_megapixels:g} MP limit: not decoded (decompression bomb?)")
+                    return info, None
+                info.orientation = im.getexif().get(0x0112, 1)
+                if draft and im.format == "JPEG":
+                    im.draft("RGB", (1024, 1024))
+                im.load()
+                rgb = to_rgb(ImageOps.exif_transpose(im))
+        info.size = (h, w) if info.orientation in (5, 6, 7, 8) else (w, h)
+        return info, rgb
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        info.problem = Issue("bomb", ERROR, f"decompression bomb, not decoded: {e}")
+    except UnidentifiedImageError:
+        info.problem = Issue("not-image", ERROR, _not_an_image_reason(path))
+    except OSError as e:
+        info.problem = Issue("truncated", ERROR, f"truncated or corrupt: {e}")
+    except Exception as e:  # any decoder failure is a verdict on the file, never a crash
+        info.problem = Issue("unreadable", ERROR, f"cannot be decoded ({type(e).__name__}: {e})")
+    return info, None
+
+
+def _not_an_image_reason(path: Path) -> str:
+    head = path.read_bytes()[:64]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"not an image: Pillow does not recognise the format (starts with {head[:8]!r})"
+    if text.isprintable() or all(c.isprintable() or c.isspace() for c in text):
+        return f"not an image: the file holds text ({text[:24].strip()!r}…) despite its {path.suffix} name"
+    return f"not an image: Pillow does not recognise the format (starts with {head[:8]!r})"
+
+
+def load_upright(path: Path) -> Image.Image:
+    """``path`` as upright 8-bit RGB (EXIF rotation applied), as the trainer sees it."""
+    with Image.open(path) as im:
+        return to_rgb(ImageOps.exif_transpose(im))
+
+
+def to_rgb(im: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Any mode → 8-bit RGB: transparency flattened onto ``background``, 16-bit scaled (not clipped)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, background)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+# ---- measures ----------------------------------------------------------------------------------------
+def working_copy(im: Image.Image, side: int = 512) -> Image.Image:
+    """``im`` reduced (box filter) to at most side² pixels; never enlarged."""
+    scale = min(1.0, side / math.sqrt(im.width * im.height))
+    if scale >= 1:
+        return im
+    return im.resize((max(3, round(im.width * scale)), max(3, round(im.height * scale))), Image.Resampling.BOX)
+
+
+def sharpness(im: Image.Image, side: int = 512, top: float = 0.05) -> float:
+    """Edge crispness 0–100 (a clean step edge ≈ 100, a 2-px blur ≈ 18), at ≤ side² pixels.
+
+    On the strongest ``top`` fraction of edges: mean |Laplacian| / mean |gradient|, summed over RGB. Unlike the
+    variance of the Laplacian it ignores contrast and how much of the picture is flat: a blurred edge spreads its
+    gradient over many pixels and its Laplacian shrinks faster than the gradient.
+    """
+    a = np.asarray(working_copy(im, side).convert("RGB"), dtype=np.float32)
+    if min(a.shape[:2]) < 3:
+        return 0.0
+    gx, gy = (a[1:-1, 2:] - a[1:-1, :-2]) / 2, (a[2:, 1:-1] - a[:-2, 1:-1]) / 2
+    grad = np.sqrt(gx**2 + gy**2).sum(-1).ravel()
+    lap = np.abs(4 * a[1:-1, 1:-1] - a[:-2, 1:-1] - a[2:, 1:-1] - a[1:-1, :-2] - a[1:-1, 2:]).sum(-1).ravel()
+    k = max(16, int(grad.size * top))
+    strongest = np.argpartition(grad, -k)[-k:] if k < grad.size else np.arange(grad.size)
+    edges = strongest[grad[strongest] > 6.0]  # below this it is noise on a flat area, not an edge
+    if edges.size < 8:
+        return 0.0
+    return float(50.0 * lap[edges].sum(dtype=np.float64) / grad[edges].sum(dtype=np.float64))
+
+
+@dataclass
+class Fingerprint:
+    """A perceptual hash (shape and layout) and an 8×8 colour thumbnail (so a red and a green square differ)."""
+
+    phash: imagehash.ImageHash
+    colors: np.ndarray
+
+    @classmethod
+    def of(cls, im: Image.Image) -> Fingerprint:
+        return cls(imagehash.phash(im), np.asarray(im.resize((8, 8), Image.Resampling.BOX), dtype=np.float32))
+
+    def distance(self, other: Fingerprint) -> tuple[int, float]:
+        return self.phash - other.phash, float(np.abs(self.colors - other.colors).mean())
+
+
+def near_duplicates(prints: dict[Path, Fingerprint], max_distance: int,
+                    max_color_diff: float = 20.0) -> list[tuple[Path, Path, int]]:
+    """Pairs whose hashes differ in at most ``max_distance`` bits and whose colours match (mean diff ≤ 20/255)."""
+    paths = sorted(prints)
+    pairs = []
+    for i, a in enumerate(paths):
+        for b in paths[i + 1:]:
+            bits, color = prints[a].distance(prints[b])
+            if bits <= max_distance and color <= max_color_diff:
+                pairs.append((a, b, bits))
+    return pairs
+
+
+# ---- the scan ----------------------------------------------------------------------------------------
+def dataset_root(root: str | Path) -> Path:
+    """``root`` itself, or its dataset/ folder when ``root`` is a project."""
+    root = Path(root)
+    if (root / "dataset").is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir()):
+        return root / "dataset"
+    return root
+
+
+def dataset_files(root: Path) -> list[Path]:
+    """Image-like files under ``root`` (a project folder means its dataset/), skipping backups and hidden files."""
+    root = dataset_root(root)
+    found = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).parts
+        if any(part.startswith(".") or part in SKIPPED_DIRS for part in rel) or not p.is_file():
+            continue
+        if p.suffix.lower() in IMAGE_EXTENSIONS + CONVERTIBLE_EXTENSIONS:
+            found.append(p)
+    return found
+
+
+def check_file(path: Path, settings: CheckSettings) -> tuple[FileCheck, Fingerprint | None]:
+    """All per-file checks of one image and its caption."""
+    fc = FileCheck(path)
+    info, rgb = inspect_image(path, settings.max_megapixels)
+    if info.problem:
+        fc.issues.append(info.problem)
+    if rgb is None:
+        return fc, None
+    fc.issues += caption_issues(path, settings.caption_extension)
+    fc.size = info.size
+    if info.frames > 1:
+        fc.issues.append(Issue("animated", WARN, f"animated ({info.frames} frames): only the first frame is used"))
+    if path.suffix.lower() in CONVERTIBLE_EXTENSIONS:
+        fc.issues.append(Issue("format", WARN, f"{path.suffix} is not read by training: import converts it to PNG"))
+    w, h = info.size
+    if w * h < settings.resolution ** 2:
+        fc.issues.append(Issue("small", WARN, f"too small: {w}×{h} has fewer pixels than {settings.resolution}²; "
+                                              "upscaled it looks soft (with bucket_no_upscale it trains smaller)"))
+    rgb = working_copy(rgb)  # every measure below works at ≤ 512² pixels
+    fc.sharpness = sharpness(rgb)
+    if fc.sharpness < settings.blur_threshold:
+        fc.issues.append(Issue("blurry", WARN, f"blurry: sharpness {fc.sharpness:.0f} < {settings.blur_threshold:g}"))
+    digest = Fingerprint.of(rgb)
+    fc.phash = str(digest.phash)
+    fc.thumb = rgb.copy()
+    fc.thumb.thumbnail((160, 160))
+    return fc, digest
+
+
+def caption_issues(image: Path, extension: str = ".txt") -> list[Issue]:
+    """Missing, empty or undecodable caption of ``image``."""
+    cap = image.with_suffix(extension)
+    if not cap.is_file():
+        return [Issue("no-caption", WARN, f"no {extension} caption: training uses the folder's token alone")]
+    try:
+        text = read_caption(cap)
+    except DatasetError as e:
+        return [Issue("caption-encoding", ERROR, str(e).replace(str(cap), cap.name))]
+    return [] if text else [Issue("empty-caption", WARN, f"{cap.name} is empty")]
+
+
+def stem_clashes(files: list[Path]) -> dict[Path, list[Path]]:
+    """Files sharing a folder and a stem (``a.png`` + ``a.jpg`` would share ``a.txt``)."""
+    groups: dict[Path, list[Path]] = {}
+    for f in files:
+        groups.setdefault(f.with_suffix(""), []).append(f)
+    return {stem: fs for stem, fs in groups.items() if len(fs) > 1}
+
+
+def check_folder(root: str | Path, settings: CheckSettings | None = None) -> CheckReport:
+    """Check every image under ``root`` (a kohya dataset, one folder, or a project); never modifies a file."""
+    settings = settings or CheckSettings()
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"No folder at {root}.")
+    root = dataset_root(root)
+    start = time.perf_counter()
+    checks: list[FileCheck] = []
+    hashes: dict[Path, Fingerprint] = {}
+    files = dataset_files(root)
+    for path in files:
+        fc, digest = check_file(path, settings)
+        checks.append(fc)
+        if digest is not None:
+            hashes[path] = digest
+    by_path = {c.path: c for c in checks}
+    for fs in stem_clashes(files).values():
+        for f in fs:
+            others = ", ".join(o.name for o in fs if o != f)
+            by_path[f].issues.append(Issue("stem-clash", ERROR, f"same name as {others}: both would use one caption"))
+    for a, b, d in near_duplicates(hashes, settings.duplicate_distance):
+        by_path[a].issues.append(Issue("duplicate", WARN, f"near-duplicate of {_rel(b, root)} (hash distance {d})"))
+        by_path[b].issues.append(Issue("duplicate", WARN, f"near-duplicate of {_rel(a, root)} (hash distance {d})"))
+    return CheckReport(root, settings, checks, time.perf_counter() - start)
+
+
+# ---- pictures ----------------------------------------------------------------------------------------
+STATUS_COLORS = {OK: (60, 170, 90), WARN: (235, 170, 30), ERROR: (210, 50, 50)}
+
+
+def contact_sheet(tiles: list[tuple[Image.Image | None, str, str]], thumb: int = 128, cols: int = 8) -> Image.Image:
+    """A grid of (image, label, status) tiles with a coloured border per status; None draws a crossed tile."""
+    cols = max(1, min(cols, len(tiles)))
+    rows = max(1, -(-len(tiles) // cols))
+    pad, label_h = 6, 14
+    sheet = Image.new("RGB", (cols * (thumb + pad), rows * (thumb + pad + label_h)), (250, 250, 250))
+    draw = ImageDraw.Draw(sheet)
+    for n, (im, label, status) in enumerate(tiles):
+        x, y = n % cols * (thumb + pad) + pad // 2, n // cols * (thumb + pad + label_h) + pad // 2
+        color = STATUS_COLORS.get(status, (120, 120, 120))
+        draw.rectangle((x - 2, y - 2, x + thumb + 1, y + thumb + 1), outline=color, width=3)
+        if im is None:
+            draw.rectangle((x, y, x + thumb - 1, y + thumb - 1), fill=(200, 200, 200))
+            draw.line((x, y, x + thumb, y + thumb), fill=color, width=3)
+            draw.line((x, y + thumb, x + thumb, y), fill=color, width=3)
+        else:
+            t = ImageOps.contain(im, (thumb, thumb), Image.Resampling.NEAREST if max(im.size) < thumb else
+                                 Image.Resampling.BICUBIC)
+            sheet.paste(t, (x + (thumb - t.width) // 2, y + (thumb - t.height) // 2))
+        draw.text((x, y + thumb + 2), label[: max(4, thumb // 6)], fill=(20, 20, 20))
+    return sheet
+
+
+def report_sheet(report: CheckReport, thumb: int = 128, cols: int = 8, only_flagged: bool = False) -> Image.Image:
+    """The report's contact sheet: every image (or the flagged ones), bordered green / amber / red."""
+    files = report.flagged if only_flagged else report.files
+    return contact_sheet([(f.thumb, f.path.name, f.status) for f in files], thumb, cols)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+# ---- the notebook's last word ------------------------------------------------------------------------
+@dataclass
+class DatasetStatus:
+    """Is the dataset ready to train on: images, a caption for each, nothing unusable."""
+
+    root: Path
+    images: int = 0
+    reg_images: int = 0
+    uncaptioned: list[Path] = field(default_factory=list)
+    unusable: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.images > 0 and not self.uncaptioned and not self.unusable
+
+    @property
+    def message(self) -> str:
+        if self.ok:
+            return f"dataset ready: {self.images} images (+{self.reg_images} reg), all captioned, in {self.root}"
+        parts = []
+        if not self.images:
+            parts.append(f"no training images in {self.root}/<repeats>_<token>/: run the import cells")
+        if self.uncaptioned:
+            names = ", ".join(p.name for p in self.uncaptioned[:5])
+            parts.append(f"{len(self.uncaptioned)} images without a caption ({names}…): caption them or "
+                         "run the captioner on 'images without a caption'")
+        if self.unusable:
+            parts.append(f"{len(self.unusable)} unusable files: " + "; ".join(self.unusable[:5]))
+        return "dataset NOT ready: " + " | ".join(parts)
+
+
+def verify_dataset(dataset_dir: str | Path, caption_extension: str = ".txt") -> DatasetStatus:
+    """Count training/reg images, list those without a (readable, non-empty) caption and the unusable files."""
+    root = Path(dataset_dir)
+    status = DatasetStatus(root)
+    if not root.is_dir():
+        return status
+    report = check_folder(root, CheckSettings(resolution=1, caption_extension=caption_extension))
+    for f in report.files:
+        rel = f.path.relative_to(root).parts
+        if f.status == ERROR:
+            status.unusable.append(f"{_rel(f.path, root)}: " + "; ".join(i.message for i in f.issues
+                                                                         if i.severity == ERROR))
+        elif len(rel) < 2 or parse_folder_name(rel[-2]) is None:
+            status.unusable.append(f"{_rel(f.path, root)}: not in a <repeats>_<token> folder, training skips it")
+        elif rel[0] == "reg":
+            status.reg_images += 1
+        else:
+            status.images += 1
+            if any(i.code in ("no-caption", "empty-caption") for i in f.issues):
+                status.uncaptioned.append(f.path)
+    return status

@@ -1,0 +1,1 @@
+"""Judging what a LoRA learned: grid specs and their rendering, generation, hand-off to A1111 and ComfyUI, judging. Imports dataset, lora, models, config, project and the shared modules; never train."""

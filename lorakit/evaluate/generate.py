@@ -1,0 +1,226 @@
+"""Generate images with LoRAs at chosen strengths, from a pipeline that stays loaded.
+
+    gen = Generator("")                                   # the demo base model
+    img = gen.generate("a <lora:mylora:0.8> red circle", lora_dirs=["out/"], seed=1)
+    img = gen.generate("a red circle", loras=[("out/mylora-000002.safetensors", 1.0)], sampler="DPM++ 2M Karras")
+
+Prompts may use AUTOMATIC1111's ``<lora:name:weight>`` syntax; the tags are removed from the text and become
+adapters with weights. Samplers go by their A1111 names (or kohya's: euler_a, dpm++_2m, ...). The same seed and
+settings give the same pixels on CPU; strength 0 (or no LoRA) gives exactly the base model's image.
+
+Each LoRA file (ours, or a kohya-format file from another trainer) is loaded once as a diffusers adapter; switching
+checkpoint or strength only switches adapters and weights, the base model stays loaded. At most ``max_adapters``
+files stay loaded; the least recently used one is deleted when another is needed. LoHa, LoKr and DoRA files, which
+diffusers cannot load (or loads without DoRA's magnitudes), are applied by ``lorakit.lora.patching`` instead: their
+deltas are added to the weights, as AUTOMATIC1111 does, and taken off when they are switched off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from lorakit.errors import GenerateError
+from lorakit.lora.prompt_tags import find_lora, parse_prompt
+from lorakit.models.loading import BaseModel, load_base
+from lorakit.models.samplers import make_scheduler
+
+# A1111 sampler name -> (diffusers scheduler class, extra config)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def _trained_on(path: str) -> str:
+    """The base model a LoRA file says it was trained on (kohya's ss_* metadata), or 'unknown'."""
+    from lorakit.lora.file import read_lora_metadata
+
+    try:
+        meta = read_lora_metadata(path)
+    except Exception:  # an unreadable header says nothing either
+        return "unknown"
+    parts = [meta.get("ss_sd_model_name", ""), meta.get("ss_base_model_version", "")]
+    return ", ".join(p for p in parts if p) or "unknown"
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """models.quiet_loading, plus silence for the load reports that list a LoRA's keys as 'MISSING' although they
+    load, and peft's warning about several adapters.
+
+    Failures still raise (Generator._load turns the common one into a GenerateError that says what to do).
+    """
+    from diffusers.utils import logging as df_logging
+
+    from lorakit.models.loading import quiet_loading
+
+    with quiet_loading(), warnings.catch_warnings():  # quiet_loading restores the levels on the way out
+        df_logging.set_verbosity(df_logging.CRITICAL)
+        warnings.filterwarnings("ignore", message=".*peft_config.*multiple adapters")
+        yield
+
+
+class Generator:
+    """A loaded pipeline plus the LoRA files applied to it, each loaded once as a diffusers adapter."""
+
+    def __init__(self, base_model: str | Path | BaseModel = "", device: str | None = None,
+                 dtype: torch.dtype = torch.float32, max_adapters: int = 16):
+        self.base = base_model if isinstance(base_model, BaseModel) else load_base(str(base_model), device=device,
+                                                                                 dtype=dtype)
+        self.pipe = self.base.pipe
+        self.max_adapters = max_adapters
+        # resolved file path -> adapter name, least recently used first; kept on the (cached) base model, which
+        # every Generator shares, so that the trainer can clear it when it strips the adapters
+        self._adapters: dict[str, str] = self.base.extra.setdefault("adapters", {})
+        # resolved path -> tensors of the LoHa/LoKr/DoRA files applied by weight patching (same order and limit)
+        self._patch_files: dict[str, dict[str, torch.Tensor]] = self.base.extra.setdefault("patch_files", {})
+        self.loads = 0  # LoRA files read from disk by this Generator
+
+    @property
+    def patcher(self):
+        from lorakit.lora.patching import WeightPatcher
+
+        if "patcher" not in self.base.extra:
+            self.base.extra["patcher"] = WeightPatcher(self.base)
+        return self.base.extra["patcher"]
+
+    def _is_patch_file(self, path: str | Path) -> bool:
+        from safetensors import safe_open
+
+        from lorakit.lora.patching import needs_patching
+
+        key = str(Path(path).resolve())
+        if key in self._patch_files:
+            return True
+        if key in self._adapters or not Path(key).is_file():
+            return False
+        with safe_open(key, framework="pt") as f:
+            return needs_patching(f.keys())
+
+    def _patch_state(self, path: str | Path) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        from lorakit.errors import PatchError
+
+        key = str(Path(path).resolve())
+        state = self._patch_files.pop(key, None)
+        if state is None:
+            state = load_file(key)
+            try:
+                self.patcher.check(state, Path(key).name)
+            except PatchError as e:
+                origin = _trained_on(key)
+                raise GenerateError(f"{e}" + (f" (its metadata says: {origin})" if origin != "unknown" else "")
+                                    ) from None
+            self.loads += 1
+        self._patch_files[key] = state  # (re)inserted last: the most recently used
+        while len(self._patch_files) > max(self.max_adapters, 1):
+            self._patch_files.pop(next(iter(self._patch_files)))
+        return state
+
+    # ---- LoRA files as adapters ----------------------------------------------------------------------
+    def _adapter_for(self, path: str | Path) -> str:
+        key = str(Path(path).resolve())
+        name = self._adapters.pop(key, None)
+        if name is None or name not in getattr(self.pipe.unet, "peft_config", {}):
+            if not Path(key).is_file():
+                raise GenerateError(f"LoRA file not found: {path}")
+            serial = self.base.extra["adapter_serial"] = self.base.extra.get("adapter_serial", 0) + 1
+            name = f"lora{serial}_{Path(path).stem}".replace(".", "_").replace("-", "_")
+            self._load(key, name)
+        self._adapters[key] = name  # (re)inserted last: the most recently used
+        return name
+
+    def _load(self, path: str, name: str) -> None:
+        """Load one LoRA file as adapter ``name``; a file made for another base model is refused with the reason."""
+        try:
+            with _quiet_loading():
+                self.pipe.load_lora_weights(path, adapter_name=name)
+        except (RuntimeError, ValueError) as e:
+            with contextlib.suppress(Exception), warnings.catch_warnings():  # leave no half-loaded adapter behind
+                warnings.simplefilter("ignore")
+                self.pipe.delete_adapters(name)
+            if "size mismatch" not in str(e):
+                raise
+            raise GenerateError(f"{Path(path).name} does not fit {self.base.source}: its layer sizes differ, so it was "
+                                f"trained for another base model ({_trained_on(path)}). Generate with that model."
+                                ) from None
+        self.loads += 1
+
+    def _evict(self, keep: int) -> None:
+        while len(self._adapters) > max(keep, 0):
+            old = next(iter(self._adapters))
+            name = self._adapters.pop(old)
+            if name in getattr(self.pipe.unet, "peft_config", {}):
+                self.pipe.delete_adapters(name)
+
+    def loaded(self) -> list[str]:
+        """Paths of the LoRA files currently loaded (adapters, then patch files), least recently used first."""
+        return list(self._adapters) + list(self._patch_files)
+
+    def apply(self, loras: Sequence[tuple[str | Path, float]]) -> None:
+        """Activate exactly these LoRA files at these strengths (all others off); none or all-zero = base model."""
+        from lorakit.errors import PatchError
+
+        loras = [(p, float(w)) for p, w in loras if float(w) != 0.0]
+        patched = [(p, w) for p, w in loras if self._is_patch_file(p)]  # a missing file: _adapter_for says so
+        if patched or ("patcher" in self.base.extra and self.patcher.patched):
+            try:
+                self.patcher.apply([(self._patch_state(p), w) for p, w in patched])
+            except PatchError as e:
+                raise GenerateError(f"{', '.join(Path(p).name for p, _ in patched)}: {e}") from None
+        active = [(self._adapter_for(p), w) for p, w in loras if (p, w) not in patched]
+        self._evict(keep=max(self.max_adapters, len(active)))  # the ones just used are the most recent
+        if not active:
+            if self._adapters:
+                self.pipe.disable_lora()
+            return
+        self.pipe.enable_lora()
+        self.pipe.set_adapters([a for a, _ in active], adapter_weights=[w for _, w in active])
+
+    # ---- images --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_batch(self, prompts: Sequence[str], *, seeds: Sequence[int], loras=(), lora_dirs=(),
+                       negative_prompt: str = "", steps: int = 20, cfg: float = 7.0, width: int | None = None,
+                       height: int | None = None, sampler: str = "Euler a") -> list[Image.Image]:
+        """One image per (prompt, seed); every prompt must carry the same <lora:...> tags."""
+        parsed = [parse_prompt(p) for p in prompts]
+        tags = {tuple(r) for _, r in parsed}
+        if len(tags) > 1:
+            raise GenerateError("a batch must use the same <lora:...> tags in every prompt; generate them apart.")
+        refs = parsed[0][1] if parsed else []
+        all_loras = list(loras) + [(find_lora(r.name, lora_dirs), r.weight) for r in refs]
+        self.apply(all_loras)
+        self.pipe.scheduler = make_scheduler(self.pipe.scheduler.config, sampler)
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        out = self.pipe(
+            prompt=[t for t, _ in parsed],
+            negative_prompt=[negative_prompt] * len(parsed) if negative_prompt or cfg > 1 else None,
+            num_inference_steps=steps,
+            guidance_scale=cfg,
+            width=width,
+            height=height,
+            generator=generators,
+            output_type="pil",
+        )
+        return list(out.images)
+
+    def generate(self, prompt: str, *, seed: int = 0, **kwargs) -> Image.Image:
+        return self.generate_batch([prompt], seeds=[seed], **kwargs)[0]

@@ -1,0 +1,191 @@
+"""What every model family has, behind one interface: the loop, the exporter and the generator ask it, never a name.
+
+    fam = families.get("sd1")
+    ids = fam.tokenize(base, ["photo of zkx"])          # one tensor per text encoder
+    hidden, pooled = fam.encode(base, ids, clip_skip=1)  # pooled only where the UNet takes it (SDXL)
+    added = fam.added_cond(pooled, 512, 512, batch=1, device="cpu", dtype=torch.float32)  # None or SDXL's ids
+    fam.unet_key(unet, "down_blocks.1.attentions.0.proj_in")   # the kohya key A1111 and ComfyUI read
+
+The defaults are those of a Stable Diffusion model with one CLIP text encoder (SD 1.x, SD 2.x); a family that
+differs (SDXL) overrides a method. ``base`` is a loaded ``BaseModel`` (not imported here: models.loading uses this).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+# kohya's targets: linear layers (and 1×1 convs) inside the transformer blocks and the text encoder's attention
+# and MLP; LoCon and friends add everything inside the ResNet blocks and the down/up samplers.
+UNET_ATTN_BLOCKS = ("Transformer2DModel",)
+UNET_CONV_BLOCKS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
+TE_BLOCKS = ("CLIPAttention", "CLIPMLP", "CLIPSdpaAttention")
+
+# original (LDM/SGM) single-file layout: UNet and VAE prefixes, and how a text encoder's tensors are named there
+ORIGINAL_UNET = "model.diffusion_model."
+ORIGINAL_VAE = "first_stage_model."
+CLIP, OPEN_CLIP = "clip", "open_clip"  # transformers' layout under a prefix / OpenCLIP's fused layout
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: its names in other tools, its defaults, and how to drive its parts."""
+
+    name: str  # what model.family says in lorakit.toml: sd1 | sd2 | sd2-v | sdxl
+    ss_base_model_version: str  # what kohya writes in ss_base_model_version
+    modelspec_architecture: str  # modelspec.architecture, which A1111 uses to list LoRAs per family
+    default_resolution: int
+    v2: bool = False  # kohya's ss_v2
+    prediction_type: str | None = None  # what the family always predicts; None: whatever the model's scheduler says
+    layout: str = ""  # the weights' layout (default: the name); families that differ only in prediction (sd2, sd2-v) share one
+    modelspec_implementation: str = "diffusers"
+    pipeline_class: str = "StableDiffusionPipeline"  # the diffusers class that loads a single file of it
+    te_key_prefixes: tuple[str, ...] = ("lora_te",)  # kohya key prefix of each text encoder, in order
+    # (prefix, CLIP | OPEN_CLIP) of each text encoder in an original single-file checkpoint
+    original_text_encoders: tuple[tuple[str, str], ...] = (("cond_stage_model.transformer.", CLIP),)
+    unet_target_blocks: tuple[str, ...] = UNET_ATTN_BLOCKS
+    unet_conv_blocks: tuple[str, ...] = UNET_CONV_BLOCKS
+    te_target_blocks: tuple[str, ...] = TE_BLOCKS
+
+    def __post_init__(self):
+        if not self.layout:
+            object.__setattr__(self, "layout", self.name)
+
+    def te_prefixes(self) -> list[str]:
+        """Key prefixes of the text encoder(s) in kohya files."""
+        return list(self.te_key_prefixes)
+
+    # ---- recognising one -------------------------------------------------------------------------------
+    def matches_pipeline(self, pipe) -> bool:
+        """Whether a loaded diffusers pipeline is of this family (asked newest registration first)."""
+        raise NotImplementedError(f"family {self.name!r}: say how to recognise its pipelines")
+
+    def matches_keys(self, keys: set[str]) -> bool:
+        """Whether an original single-file checkpoint with these tensor names holds this family's weights."""
+        return all(any(k.startswith(prefix) for k in keys) for prefix, _ in self.original_text_encoders)
+
+    def architecture_configs(self) -> dict[str, dict]:
+        """{component folder: config.json content} of the real architecture, "" for model_index.json."""
+        raise NotImplementedError(f"family {self.name!r} ships no architecture configs: pass a config folder")
+
+    # ---- text and conditioning -------------------------------------------------------------------------
+    def tokenize(self, base: Any, captions: list[str]) -> list[torch.Tensor]:
+        """Token ids for each text encoder (padded to the encoder's max length)."""
+        out = []
+        for tok in base.tokenizers:
+            ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                      return_tensors="pt").input_ids
+            out.append(ids)
+        return out
+
+    def encode(self, base: Any, input_ids: list[torch.Tensor], clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(encoder_hidden_states, pooled) for the UNet; one CLIP encoder, so no pooled embedding."""
+        te = base.text_encoders[0]
+        ids = input_ids[0].to(te.device)
+        if clip_skip == 1:
+            return te(ids)[0], None
+        hidden = te(ids, output_hidden_states=True).hidden_states[-clip_skip]
+        return te.text_model.final_layer_norm(hidden) if hasattr(te, "text_model") else te.final_layer_norm(hidden), None
+
+    def added_cond(self, pooled: torch.Tensor | None, height: int, width: int, batch: int, device, dtype) -> dict | None:
+        """Extra UNet inputs (``added_cond_kwargs``); none for a plain SD UNet."""
+        return None
+
+    # ---- latents ---------------------------------------------------------------------------------------
+    def latent_scale(self, vae) -> float:
+        return float(vae.config.scaling_factor)
+
+    def latent_shift(self, vae) -> float:
+        return float(getattr(vae.config, "shift_factor", None) or 0.0)
+
+    # ---- kohya key names -------------------------------------------------------------------------------
+    def unet_key(self, unet, module_name: str) -> str:
+        """lora_unet_<diffusers module path with _>, as kohya names SD1/SD2 UNet layers."""
+        return "lora_unet_" + module_name.replace(".", "_")
+
+
+# ---- architecture config pieces shared by the SD families (what from_single_file would otherwise download) ----
+def unet_config(**changes) -> dict:
+    cfg = {
+        "_class_name": "UNet2DConditionModel", "sample_size": 64, "in_channels": 4, "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+        "block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2, "attention_head_dim": 8,
+        "cross_attention_dim": 768, "norm_num_groups": 32, "flip_sin_to_cos": True, "freq_shift": 0,
+    }
+    return cfg | changes
+
+
+def vae_config(sample_size: int = 512, scaling_factor: float = 0.18215, force_upcast: bool = False) -> dict:
+    return {
+        "_class_name": "AutoencoderKL", "in_channels": 3, "out_channels": 3, "latent_channels": 4,
+        "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "norm_num_groups": 32,
+        "sample_size": sample_size, "scaling_factor": scaling_factor, "force_upcast": force_upcast,
+    }
+
+
+def clip_config(hidden: int, layers: int, heads: int, act: str, projection: int, cls: str) -> dict:
+    return {"architectures": [cls], "model_type": "clip_text_model", "hidden_size": hidden,
+            "intermediate_size": hidden * 4, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "hidden_act": act, "projection_dim": projection, "max_position_embeddings": 77, "vocab_size": 49408,
+            "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1, "layer_norm_eps": 1e-5}
+
+
+CLIP_L = clip_config(768, 12, 12, "quick_gelu", 768, "CLIPTextModel")
+
+
+def scheduler_config(cls: str = "PNDMScheduler", prediction_type: str = "epsilon") -> dict:
+    return {"_class_name": cls, "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+            "beta_schedule": "scaled_linear", "steps_offset": 1, "skip_prk_steps": True, "set_alpha_to_one": False,
+            "prediction_type": prediction_type}
+
+
+def sd_pipeline_configs(unet: dict, vae: dict, scheduler: dict, text_encoder: dict) -> dict[str, dict]:
+    """The configs of a StableDiffusionPipeline (one text encoder, no safety checker), model_index.json included."""
+    index = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+             "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", scheduler["_class_name"]],
+             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+             "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False}
+    return {"": index, "unet": unet, "vae": vae, "scheduler": scheduler, "text_encoder": text_encoder}
+
+
+def original_unet_path(name: str, layers_per_block: int) -> str:
+    """diffusers UNet module path -> the original (LDM/SGM) block path (kohya writes it for SDXL's keys)."""
+    n = layers_per_block + 1  # slots per level: resnets (+ attention) and one downsampler / upsampler
+    resnet_sub = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
+                  "conv_shortcut": "skip_connection", "norm1": "in_layers.0", "norm2": "out_layers.0"}
+
+    def resnet(rest: str) -> str:
+        head, _, tail = rest.partition(".")
+        return resnet_sub.get(head, head) + ("." + tail if tail else "")
+
+    if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", name):
+        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        idx = i * n + j + 1
+        return f"input_blocks.{idx}.0.{resnet(rest)}" if kind == "resnets" else f"input_blocks.{idx}.1.{rest}"
+    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv(.*)", name):
+        return f"input_blocks.{(int(m[1]) + 1) * n}.0.op{m[2]}"
+    if m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", name):
+        return f"middle_block.{2 * int(m[1])}.{resnet(m[2])}"
+    if m := re.match(r"mid_block\.attentions\.0\.(.*)", name):
+        return f"middle_block.1.{m[1]}"
+    if m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", name):
+        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        idx = i * n + j  # up blocks have layers_per_block + 1 resnets, so the stride is n as well
+        return f"output_blocks.{idx}.0.{resnet(rest)}" if kind == "resnets" else f"output_blocks.{idx}.1.{rest}"
+    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.(.*)", name):
+        return f"output_blocks.{int(m[1]) * n + n - 1}.UPS.{m[2]}"
+    return name
+
+
+def original_unet_key(unet, module_name: str) -> str:
+    """lora_unet_<original block path with _>: kohya's SDXL naming (``input_blocks_4_1_…``)."""
+    sgm = original_unet_path(module_name, unet.config.layers_per_block)
+    if ".UPS." in sgm:  # the upsampler sits after the resnet, and after the attention when the block has one
+        block = unet.up_blocks[int(module_name.split(".")[1])]
+        sgm = sgm.replace(".UPS.", ".2." if hasattr(block, "attentions") else ".1.")
+    return "lora_unet_" + sgm.replace(".", "_")

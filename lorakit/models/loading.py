@@ -1,0 +1,228 @@
+"""Load a base model and describe its family, so the training loop never asks "which model is this?".
+
+    from lorakit.models.loading import load_base
+    base = load_base("")                      # the demo model that ships in data/
+    base = load_base("/models/sd15")          # a diffusers folder
+    base = load_base("/models/v1-5.safetensors", family="sd1")   # a single file, as in A1111's models folder
+
+Each family (SD1, SD2, SD2-v, SDXL: lorakit/models/families/) exposes the same small interface: tokenize, encode
+a prompt, the extra UNet inputs (SDXL's pooled embedding and size/crop ids), the latent scale, and the names
+other tools use.
+One loaded instance per (source, dtype, device) is kept per process, so a rerun in the same kernel is warm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lorakit.errors import ModelError
+from lorakit.models import families
+from lorakit.models.families import Family
+
+__all__ = ["FAMILIES", "BaseModel", "Family", "base_model_from_env", "clear_cache", "detect_family", "load_base",
+           "quiet_loading", "resolve_source"]
+
+DATA_DIR = Path(os.environ.get("LORAKIT_DATA", Path(__file__).resolve().parents[2] / "data"))
+DEMO_MODEL_DIR = DATA_DIR / "toy-base"
+
+
+
+
+# ---- families: one file each in lorakit/models/families/, registered there -------------------------------
+FAMILIES = families.FAMILIES  # {name: Family}, the registry's own dict
+
+
+# ---- a loaded model ------------------------------------------------------------------------------------
+@dataclass
+class BaseModel:
+    """The parts of a pipeline that training uses, plus the pipeline itself for sampling."""
+
+    source: str
+    family: Family
+    pipe: Any
+    prediction_type: str
+    dtype: torch.dtype
+    device: torch.device
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    @property
+    def noise_scheduler(self):
+        return self.extra["noise_scheduler"]
+
+    @property
+    def text_encoders(self) -> list:
+        encs = [self.pipe.text_encoder]
+        if getattr(self.pipe, "text_encoder_2", None) is not None:
+            encs.append(self.pipe.text_encoder_2)
+        return encs
+
+    @property
+    def tokenizers(self) -> list:
+        toks = [self.pipe.tokenizer]
+        if getattr(self.pipe, "tokenizer_2", None) is not None:
+            toks.append(self.pipe.tokenizer_2)
+        return toks
+
+    @property
+    def latent_scale(self) -> float:
+        return self.family.latent_scale(self.vae)
+
+    @property
+    def vae_shift(self) -> float:
+        return self.family.latent_shift(self.vae)
+
+    def describe(self) -> str:
+        return f"{self.family.name} ({self.prediction_type}) from {self.source}"
+
+
+_CACHE: dict[tuple, BaseModel] = {}
+
+
+def resolve_source(source: str | os.PathLike | None) -> str:
+    """Empty means the demo model shipped in data/ (built as a tiny random model if it is missing)."""
+    if source:
+        return str(source)
+    if (DEMO_MODEL_DIR / "model_index.json").is_file():
+        return str(DEMO_MODEL_DIR)
+    from lorakit.models.tiny import save_tiny_pipeline
+
+    fallback = Path(os.environ.get("LORAKIT_CACHE", Path.home() / ".cache" / "lorakit")) / "tiny-sd1"
+    if not (fallback / "model_index.json").is_file():
+        save_tiny_pipeline(fallback, "sd1")
+    return str(fallback)
+
+
+def detect_family(pipe) -> str:
+    """sd1 / sd2 / sd2-v / sdxl (or a family registered later) from the pipeline's parts."""
+    return families.detect_from_pipeline(pipe).name
+
+
+def load_base(
+    source: str | os.PathLike | None = "",
+    *,
+    family: str = "auto",
+    prediction_type: str = "auto",
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+    allow_pickle: bool = False,
+    allow_download: bool = False,
+    single_file_config: str | os.PathLike | None = None,
+) -> BaseModel:
+    """Load (or take from this process's cache) a base model; see the module docstring.
+
+    ``single_file_config``: a diffusers folder whose configs (and tokenizers) describe a single-file checkpoint;
+    without it lorakit uses the family's standard architecture and a tokenizer from the local HF cache.
+    """
+    src = resolve_source(source)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    key = (src, family, prediction_type, dtype, str(device))
+    if key in _CACHE:
+        return _CACHE[key]
+    with quiet_loading():
+        pipe = _load_pipeline(src, family, dtype, allow_pickle, allow_download, single_file_config)
+    detected = families.detect_from_pipeline(pipe)
+    fam = detected if family == "auto" else families.get(family)
+    if fam.layout != detected.layout:
+        warnings.warn(f"{src} looks like {detected.name}, but the config says family = {family!r}.", stacklevel=2)
+    model_pred = pipe.scheduler.config.get("prediction_type", "epsilon")
+    pred = prediction_type if prediction_type != "auto" else (fam.prediction_type or model_pred)
+    if pred != model_pred:
+        warnings.warn(
+            f"{src}: the model's scheduler predicts {model_pred!r} but training will use {pred!r}. "
+            "A v-model (SD 2.x 768) trained as epsilon, or the reverse, learns garbage: check model.prediction_type.",
+            stacklevel=2,
+        )
+    fam = families.with_prediction(fam, pred)
+    pipe.to(device)
+    for part in [pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]:
+        if part is not None:
+            part.requires_grad_(False)
+            part.eval()
+    from diffusers import DDPMScheduler
+
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type=pred)
+    pipe.set_progress_bar_config(disable=True)
+    base = BaseModel(src, fam, pipe, pred, dtype, device, {"noise_scheduler": noise_scheduler})
+    _CACHE[key] = base
+    return base
+
+
+def _load_pipeline(src: str, family: str, dtype, allow_pickle: bool, allow_download: bool, single_file_config=None):
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    path = Path(src).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelError(f"{path} is a folder but not a diffusers model (no model_index.json).")
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+        extra = {"safety_checker": None} if "safety_checker" in index else {}  # SDXL has none: no warning
+        return DiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=True, **extra)
+    if path.is_file():
+        if path.suffix in (".ckpt", ".pt", ".bin") and not allow_pickle:
+            raise ModelError(
+                f"{path.name} is a pickled checkpoint, which can run arbitrary code when loaded. Convert it to "
+                ".safetensors, or set model.allow_pickle = true if you trust where it came from."
+            )
+        if path.suffix not in (".safetensors", ".ckpt", ".pt", ".bin"):
+            raise ModelError(f"{path.name}: expected a .safetensors (or .ckpt) checkpoint file.")
+        from lorakit.models.single_file import load_single_file
+
+        return load_single_file(path, family=family, dtype=dtype, config=single_file_config)
+    if "/" in src and not src.startswith((".", "/", "~")) and len(src.split("/")) == 2:
+        if not allow_download:
+            raise ModelError(
+                f"{src!r} is not a local file or folder. It looks like a hub id: lorakit never downloads "
+                "unless asked. Pass allow_download=True (CLI: --download) to fetch it, or give a local path."
+            )
+        cls = StableDiffusionXLPipeline if "xl" in src.lower() else StableDiffusionPipeline
+        return cls.from_pretrained(src, dtype=dtype, safety_checker=None)
+    raise ModelError(f"Base model {src!r} not found. Give a diffusers folder or a .safetensors file.")
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """No per-file progress bars or library chatter while loading: a notebook shows what matters."""
+    from diffusers.utils import logging as d_logging
+    from transformers.utils import logging as t_logging
+
+    levels = (d_logging.get_verbosity(), t_logging.get_verbosity())
+    bars = (d_logging.is_progress_bar_enabled(), t_logging.is_progress_bar_enabled())
+    d_logging.set_verbosity_error()
+    t_logging.set_verbosity_error()
+    d_logging.disable_progress_bar()
+    t_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            yield
+    finally:  # back to what the user had, bars included
+        d_logging.set_verbosity(levels[0])
+        t_logging.set_verbosity(levels[1])
+        for module, enabled in zip((d_logging, t_logging), bars, strict=True):
+            if enabled:
+                module.enable_progress_bar()
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+def base_model_from_env(default: str = "") -> str:
+    """The notebooks' rule: $LORAKIT_BASE_MODEL if set, else ``default`` (empty = the demo model)."""
+    return os.environ.get("LORAKIT_BASE_MODEL") or default

@@ -1,0 +1,1 @@
+"""Training: prepare and the loop, resume state, steps, noise and loss weights, optimizers, samples, progress, launch. Imports dataset, lora, models, config, project and the shared modules; never evaluate."""

@@ -1,0 +1,316 @@
+"""Train a LoRA on a project's dataset with the project's config.
+
+    python -m lorakit train my-project            # or: accelerate launch -m lorakit train my-project
+    from lorakit.train.loop import train; result = train(Project.open("my-project"), cfg)
+
+``prepare`` (prepare.py) loads and builds everything; the loop below reads top to bottom: cached latents ->
+noise -> timesteps -> noisy latents -> text embedding -> target by prediction type -> UNet -> loss -> backward
+-> step. Events (progress, loss, samples, checkpoints) go to callbacks, which the notebook draws and the CLI
+prints. An interrupt (Ctrl-C, SIGTERM, ``stop_after_steps``) saves the state to resume from, at the exact batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lorakit.config.schema import TrainConfig
+from lorakit.dataset.scan import Sample, process_caption
+from lorakit.errors import TrainingError
+from lorakit.lora import file as lora_file
+from lorakit.models.loading import BaseModel
+from lorakit.project import Project
+from lorakit.train import state as resume_state
+from lorakit.train.events import Callback, Callbacks, TrainResult
+from lorakit.train.noise import (
+    debiased_weights,
+    min_snr_weights,
+    sample_noise,
+    sample_timesteps,
+    training_target,
+)
+from lorakit.train.outputs import keep_previous_run, prune
+from lorakit.train.prepare import OOM_ADVICE, Run, prepare
+from lorakit.train.sampling import draw_samples
+
+__all__ = ["Callback", "TrainResult", "train"]  # Callback and TrainResult live in events.py
+
+
+@dataclass
+class Position:
+    """Where the run is: resuming starts from here, an interrupt saves it."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # batches of this epoch already done
+
+
+def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tuple = (), resume: bool = False,
+          stop_after_steps: int = 0) -> TrainResult:
+    """Train and write checkpoints to ``project.output_dir``. ``stop_after_steps`` simulates an interruption."""
+    from accelerate import Accelerator
+
+    t_start = time.perf_counter()
+    cfg.validate()
+    events = Callbacks(callbacks)
+    accelerator = Accelerator(
+        mixed_precision=cfg.training.mixed_precision if torch.cuda.is_available() else "no",
+        gradient_accumulation_steps=cfg.optimizer.gradient_accumulation_steps,
+        cpu=not torch.cuda.is_available(),
+    )
+    main = accelerator.is_main_process
+    with project.lock(enabled=main), StopRequest() as stop:  # one run per project; SIGTERM stops after a step
+        run = prepare(project, cfg, accelerator)
+        result, pos = TrainResult(), Position()
+        state_file = project.state_dir / resume_state.STATE_FILE
+        if resume:
+            pos = restore(run, state_file, result)
+        elif main:
+            result.moved_aside = keep_previous_run(project, cfg.saving.output_name)
+        t, base = cfg.training, run.base
+        events.on_start({"total_steps": run.total_steps, "epochs": run.epochs, "images": len(run.items),
+                         "batches_per_epoch": run.batches_per_epoch, "model": base.describe(), "start_step": pos.step})
+        embed_cache: dict[str, tuple] = {}
+
+        def save_lora(index: int | None, epoch: int) -> None:
+            if main:
+                path = project.output_dir / lora_file.checkpoint_name(cfg.saving.output_name, index)
+                tensors = run.net.kohya_state_dict(lora_file.SAVE_DTYPES[cfg.saving.save_precision])
+                lora_file.save_lora(path, tensors, run.record.metadata(cfg, base, epoch, pos.step))
+                if path not in result.checkpoints:
+                    result.checkpoints.append(path)
+                prune(result.checkpoints, cfg.saving.save_last_k)
+                events.on_checkpoint(path)
+
+        def save_state(epoch: int, batch: int) -> None:
+            if cfg.saving.save_state and main:
+                at = Position(pos.step, epoch, batch)
+                result.state_path = resume_state.save_state(state_file, snapshot(run, at, result))
+
+        try:
+            for epoch in range(pos.epoch, run.epochs):
+                pos.epoch = epoch
+                epoch_losses = []
+                for b_index, batch in enumerate(run.batches(pos.epoch)):
+                    if b_index < pos.batch:  # resuming mid-epoch: the same order, minus what was done
+                        continue
+                    if pos.step >= run.total_steps:
+                        break
+                    with accelerator.accumulate(*run.trained):
+                        loss = batch_loss(run, batch, pos, b_index, accelerator.device, accelerator, embed_cache)
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients and run.world > 1:
+                            average_gradients(accelerator, run.params)
+                        if accelerator.sync_gradients and cfg.optimizer.max_grad_norm:
+                            accelerator.clip_grad_norm_(run.params, cfg.optimizer.max_grad_norm)
+                        run.optimizer.step()
+                        if accelerator.sync_gradients:
+                            run.lr_scheduler.step()
+                        run.optimizer.zero_grad(set_to_none=True)
+                    pos.batch = b_index + 1
+                    if not accelerator.sync_gradients:
+                        continue
+                    pos.step += 1
+                    if pos.step == 1 or (resume and not result.time_to_first_step):
+                        result.time_to_first_step = time.perf_counter() - t_start
+                    value = accelerator.gather(loss.detach()[None]).mean().item()
+                    if not math.isfinite(value):  # stop before a broken adapter is saved anywhere
+                        raise TrainingError(diverged_advice(cfg, pos.step, value))
+                    epoch_losses.append(value)
+                    result.losses.append(value)
+                    lr = run.lr_scheduler.get_last_lr()[0]
+                    log_row(main, project.logs_dir / "loss.jsonl",
+                            {"step": pos.step, "epoch": pos.epoch + 1, "loss": value, "lr": lr})
+                    events.on_step(pos.step, value, lr)
+                    every = cfg.saving.save_every_n_steps
+                    if every and pos.step % every == 0 and pos.step < run.total_steps:
+                        save_lora(pos.step, pos.epoch + 1)
+                    if cfg.sampling.sample_every_n_steps and pos.step % cfg.sampling.sample_every_n_steps == 0:
+                        draw(project, run, pos.epoch + 1, pos.step, main, result, events)
+                    if stop.requested or (stop_after_steps and pos.step >= stop_after_steps):
+                        raise KeyboardInterrupt
+                pos.batch = 0
+                events.on_epoch_end(pos.epoch + 1, sum(epoch_losses) / max(1, len(epoch_losses)))
+                done = pos.epoch + 1
+                last = done == run.epochs or pos.step >= run.total_steps
+                if not last and cfg.saving.save_every_n_epochs and done % cfg.saving.save_every_n_epochs == 0:
+                    save_lora(done, done)
+                    save_state(done, 0)
+                if cfg.sampling.sample_every_n_epochs and (done % cfg.sampling.sample_every_n_epochs == 0 or last):
+                    draw(project, run, done, pos.step, main, result, events)
+                if last:
+                    break
+            save_lora(None, pos.epoch + 1)
+            save_state(pos.epoch + 1, 0)
+        except KeyboardInterrupt:  # keep what was learned: the state to resume from, at the exact batch
+            result.interrupted = True
+            save_state(pos.epoch, pos.batch)
+        except torch.cuda.OutOfMemoryError as e:
+            raise RuntimeError(OOM_ADVICE) from e
+        finally:
+            for m in run.trained:
+                m.eval()
+            accelerator.wait_for_everyone()
+            result.weights_checksum = weights_checksum(run.net)
+            run.net.detach()  # the cached base model is clean for the next run in this kernel
+            if t.gradient_checkpointing:
+                base.unet.disable_gradient_checkpointing()
+    result.steps, result.epochs = pos.step, pos.epoch + 1
+    result.process_index, result.num_processes = run.rank, run.world
+    result.seconds = time.perf_counter() - t_start
+    events.on_end(result)
+    return result
+
+
+def batch_loss(run: Run, batch: list[Sample], pos: Position, b_index: int, device, accelerator,
+               embed_cache: dict) -> torch.Tensor:
+    """One batch's loss, stage by stage."""
+    cfg, base, t, d = run.cfg, run.base, run.cfg.training, run.cfg.data
+    sched = base.noise_scheduler
+    # 1. latents of the images (cached: the VAE encode costs more than a UNet step)
+    latents = run.latents(batch, device)
+    # 2. noise, and a random timestep per image: the model learns every noise level
+    noise = sample_noise(latents, run.noise_gen, t.noise_offset, t.multires_noise_iterations, t.multires_noise_discount)
+    timesteps = sample_timesteps(len(batch), run.noise_gen, sched.config.num_train_timesteps,
+                                 t.min_timestep, t.max_timestep).to(device)
+    if t.ip_noise_gamma:  # input perturbation: the model sees more noise than its target holds
+        extra = torch.randn(noise.shape, generator=run.noise_gen).to(noise.device, noise.dtype)
+        noisy = sched.add_noise(latents, noise + t.ip_noise_gamma * extra, timesteps)
+    else:
+        noisy = sched.add_noise(latents, noise, timesteps)
+    # 3. the caption, as the text encoder (training or frozen) sees it
+    rng = random.Random(f"{t.seed}:{pos.epoch}:{b_index}")
+    captions = [process_caption(s.item.caption, rng, d.shuffle_caption, d.keep_tokens, d.caption_tag_dropout_rate,
+                                d.caption_dropout_rate) for s in batch]
+    stop_te = cfg.optimizer.stop_text_encoder_training
+    te_on = run.net.has_text_encoder and not (stop_te and pos.step >= stop_te)
+    hidden, pooled = encode_text(base, cfg, captions, te_on, embed_cache)
+    added = base.family.added_cond(pooled, *pixel_size(base, latents), len(batch), device, run.weight_dtype)
+    # 4. the target by prediction type, and the UNet's guess
+    target = training_target(sched, latents.float(), noise.float(), timesteps, base.prediction_type)
+    with accelerator.autocast():
+        pred = base.unet(noisy, timesteps, hidden.to(run.weight_dtype), added_cond_kwargs=added).sample
+    # 5. loss per image: min-SNR or debiased weighting, and the prior-preservation weight on reg images
+    loss = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
+    if t.min_snr_gamma:
+        loss = loss * min_snr_weights(sched, timesteps, t.min_snr_gamma, base.prediction_type)
+    if t.debiased_estimation_loss:
+        loss = loss * debiased_weights(sched, timesteps, base.prediction_type).to(loss.device)
+    weights = torch.tensor([d.prior_loss_weight if s.item.is_reg else 1.0 for s in batch], device=loss.device)
+    return (loss * weights).mean()
+
+
+# ---- helpers -------------------------------------------------------------------------------------------
+class StopRequest(contextlib.AbstractContextManager):
+    """While active, SIGTERM (a CLI run being stopped) asks the loop to stop after the current step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopRequest:
+        with contextlib.suppress(ValueError):  # not the main thread (some notebook setups): no handler
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "requested", True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def restore(run: Run, state_file: Path, result: TrainResult) -> Position:
+    """Load the saved state into the run; the position to continue from."""
+    if not state_file.is_file():
+        raise FileNotFoundError(f"--resume: no saved state at {state_file}; start without resume.")
+    state = resume_state.load_state(state_file)
+    run.net.load_trainable_state_dict(state["network"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.lr_scheduler.load_state_dict(state["scheduler"])
+    resume_state.set_rng_state(state["rng"], run.noise_gen)
+    run.record.session_id = state["session_id"]
+    result.checkpoints = [Path(p) for p in state.get("checkpoints", []) if Path(p).is_file()]
+    result.losses = state.get("losses", [])
+    return Position(state["step"], state["epoch"], state["batch_in_epoch"])
+
+
+def snapshot(run: Run, pos: Position, result: TrainResult) -> dict:
+    """What resume needs: adapter, optimizer, scheduler, RNG, position, files so far."""
+    return {"network": run.net.trainable_state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.lr_scheduler.state_dict(), "rng": resume_state.rng_state(run.noise_gen),
+            "step": pos.step, "epoch": pos.epoch, "batch_in_epoch": pos.batch, "session_id": run.record.session_id,
+            "checkpoints": [str(p) for p in result.checkpoints], "losses": result.losses}
+
+
+def diverged_advice(cfg: TrainConfig, step: int, value: float) -> str:
+    o = cfg.optimizer
+    return (f"Training stopped at step {step}: the loss is {value} (not a number). Lower optimizer.unet_lr "
+            f"(now {o.unet_lr:g}) and optimizer.text_encoder_lr (now {o.text_encoder_lr:g}), or use "
+            "training.mixed_precision = 'bf16' instead of 'fp16'; no LoRA file of this step was written.")
+
+
+def pixel_size(base: BaseModel, latents: torch.Tensor) -> tuple[int, int]:
+    f = 2 ** (len(base.vae.config.block_out_channels) - 1)
+    return latents.shape[-2] * f, latents.shape[-1] * f
+
+
+def encode_text(base: BaseModel, cfg: TrainConfig, captions: list[str], te_training: bool, memo: dict):
+    """Text embeddings; memoised per caption when the text encoders are frozen."""
+    fam = base.family
+    if te_training:
+        return fam.encode(base, fam.tokenize(base, captions), cfg.model.clip_skip)
+    out_h, out_p = [], []
+    with torch.no_grad():
+        for c in captions:
+            if c not in memo:
+                memo[c] = fam.encode(base, fam.tokenize(base, [c]), cfg.model.clip_skip)
+            h, p = memo[c]
+            out_h.append(h)
+            out_p.append(p)
+    pooled = torch.cat(out_p) if out_p[0] is not None else None
+    return torch.cat(out_h), pooled
+
+
+def draw(project: Project, run: Run, epoch: int, step: int, main: bool, result: TrainResult,
+         events: Callback) -> None:
+    """Sample images with the adapter as it is now (main process only)."""
+    if not run.cfg.sampling.sample_prompts or not main:
+        return
+    paths = draw_samples(run.base, run.cfg, project.samples_dir / f"{epoch:06d}", step)
+    result.samples.extend(paths)
+    events.on_samples(epoch, step, paths)
+
+
+def log_row(main: bool, path: Path, row: dict) -> None:
+    if main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def average_gradients(accelerator, params: list[torch.nn.Parameter]) -> None:
+    """Data parallel for adapters: one all-reduce of all adapter gradients (the base model is frozen)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = accelerator.reduce(torch.cat([g.flatten() for g in grads]), reduction="mean")
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def weights_checksum(net) -> str:
+    """A short fingerprint of the adapter weights (to compare processes or runs)."""
+    h = hashlib.sha256()
+    for key, value in sorted(net.trainable_state_dict().items()):
+        h.update(key.encode())
+        h.update(value.float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
