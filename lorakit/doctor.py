@@ -87,22 +87,34 @@ def check_libraries() -> list[Row]:
     return rows
 
 
-def check_base_model(source: str) -> Row:
+def check_base_model(source: str, single_file_config: str | Path | None = None) -> Row:
+    """The base model as training would load it, read from its header and configs (weights never loaded)."""
     from lorakit.errors import ModelError
+    from lorakit.models.inspection import inspect_base_model
     from lorakit.models.loading import load_base, resolve_source
 
     try:
         src = resolve_source(source)
-        base = load_base(src, device="cpu")
+        path = Path(src).expanduser()
+        if not path.exists():  # a hub id or a typo: load_base says which, before it loads anything
+            load_base(src, device="cpu")
+        report = inspect_base_model(path, single_file_config)
     except (ModelError, OSError, ValueError) as e:
         return Row("base model", "fail", source or "(demo)", str(e))
-    return Row("base model", "ok", base.describe())
+    value = f"{report.summary()}; " + "; ".join(report.tokenizers) if report.tokenizers else report.summary()
+    unchecked = "Not checked: " + "; ".join(report.not_checked) + "." if report.not_checked else ""
+    if report.problems:
+        return Row("base model", "fail", value, " ".join(report.problems))
+    if report.warnings:
+        return Row("base model", "warn", value, " ".join([*report.warnings, unchecked]))
+    return Row("base model", "ok", value, unchecked)
 
 
-def run_checks(base_model: str = "", project: str | Path | None = None) -> list[Row]:
+def run_checks(base_model: str = "", project: str | Path | None = None,
+               single_file_config: str | Path | None = None) -> list[Row]:
     """All checks, in the order the setup notebook shows them."""
     rows = check_device()
     rows.append(check_disk(Path(project) if project else Path.cwd()))
     rows += check_libraries()
-    rows.append(check_base_model(base_model))
+    rows.append(check_base_model(base_model, single_file_config))
     return rows

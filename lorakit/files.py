@@ -42,3 +42,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def printable(name: str | os.PathLike) -> str:
+    """A file name as valid UTF-8 text: bytes that are not UTF-8 shown escaped (``caf\\xe9.png``), never an error."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")

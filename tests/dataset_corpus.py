@@ -97,3 +97,138 @@ def digests(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (to prove nothing was modified)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---- hostile and broken inputs (issue 16): each class made on the spot, no binary blobs ----------------------
+SECRET = "api_key=hunter2 do-not-publish"
+
+
+def outside_files(folder: Path) -> Path:
+    """A folder outside any project: a secret text and a photo that links may point at."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "secret.txt").write_text(SECRET, encoding="utf-8")
+    pattern(seed=40).save(folder / "photo.png")
+    return folder
+
+
+def link_source(src: Path, outside: Path) -> Path:
+    """A plain source folder with one good image and every kind of link: out of it, inside it, dangling."""
+    src.mkdir(parents=True, exist_ok=True)
+    pattern(seed=41).save(src / "good.png")
+    (src / "good.txt").write_text("photo of zkx", encoding="utf-8")
+    pattern(seed=42).save(src / "leaky.png")
+    (src / "leaky.txt").symlink_to(outside / "secret.txt")  # caption -> a file outside
+    (src / "stolen.png").symlink_to(outside / "photo.png")  # image -> a file outside
+    (src / "inner").mkdir()
+    pattern(seed=43).save(src / "inner" / "real.png")
+    (src / "alias.png").symlink_to(src / "inner" / "real.png")  # image -> a file inside the source folder
+    (src / "broken.png").symlink_to(src / "nowhere.png")  # dangling
+    return src
+
+
+def conflicting_project(dest: Path, src: Path) -> tuple[Path, Path]:
+    """A project folder that already holds stems the source brings again, under another name or kind."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pattern(seed=50).save(dest / "good_1.jpg", quality=95)  # same stem, other extension
+    (dest / "good_2.png").mkdir()  # a folder with an incoming image's name
+    (dest / "good_3").mkdir()  # a folder with an incoming stem
+    (dest / "good_4.png").symlink_to(dest / "gone.png")  # a dangling link
+    src.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 6):
+        pattern(seed=50 + n).save(src / f"good_{n}.png")
+        (src / f"good_{n}.txt").write_text(f"photo of zkx, number {n}", encoding="utf-8")
+    return dest, src
+
+
+BAD_FOLDERS = {  # folder name: words the reason must contain
+    "0_x": "repeats 0",
+    "-5_x": "not a whole number",
+    "abc_x": "not a whole number",
+    "²_x": "not a whole number",
+    "99999999999999999999999999999_x": "more than 10000",
+    "noprefix": "no '_'",
+}
+
+
+def bad_folder_dataset(root: Path) -> Path:
+    """A dataset folder with one good <repeats>_<token> folder, the BAD_FOLDERS, an unreadable and a stray image."""
+    good = root / "10_zkx"
+    good.mkdir(parents=True, exist_ok=True)
+    pattern(seed=60).save(good / "fine.png")
+    (good / "fine.txt").write_text("photo of zkx", encoding="utf-8")
+    (good / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    for i, name in enumerate(BAD_FOLDERS):
+        (root / name).mkdir()
+        pattern(seed=61 + i).save(root / name / "lost.png")
+    pattern(seed=70).save(root / "stray.png")  # directly in dataset/
+    return root
+
+
+def extreme_aspect_dataset(root: Path) -> Path:
+    """A 50000×5 strip and a 4000×60 banner (tiny files) beside a normal image."""
+    folder = root / "1_zkx"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (50000, 5), (200, 30, 30)).save(folder / "strip.png")
+    Image.new("RGB", (4000, 60), (30, 200, 30)).save(folder / "banner.png")
+    pattern(seed=80).save(folder / "normal.png")
+    return root
+
+
+def non_utf8_dataset(root: Path) -> Path:
+    """A dataset folder whose file names are not UTF-8 (Latin-1 bytes, as old cameras and zips write them)."""
+    import os
+
+    folder = root / "1_zkx"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = os.fsdecode(b"caf\xe9")
+    pattern(seed=90).save(folder / f"{name}.png")
+    (folder / f"{name}.txt").write_text("photo of zkx", encoding="utf-8")
+    return root
+
+
+def hostile_pickle(marker: Path) -> bytes:
+    """A pickle that creates ``marker`` when unpickled (the proof that something opened it)."""
+    import pathlib
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (pathlib.Path(marker),))
+
+    return pickle.dumps({"network": Payload(), "step": 1}, protocol=2)
+
+
+BAD_CONFIG_VALUES = {  # setting: (value, words the sentence must contain)
+    "optimizer.unet_lr": (float("inf"), "not a finite number"),
+    "optimizer.text_encoder_lr": (float("-inf"), "not a finite number"),
+    "training.seed": (-1, "training.seed must be 0 to"),
+    "model.clip_skip": (100, "model.clip_skip must be 1 to 12"),
+    "data.caption_extension": ("", "must be a file extension starting with '.'"),
+    "data.repeats": (10**30, "more than 10000"),
+    "data.resolution": (65536, "is above 4096"),
+    "data.max_bucket_reso": (100000, "is above 8192"),
+}
+BAD_KOHYA_VALUES = {  # kohya key: (value as kohya_ss writes it, words the sentence must contain)
+    "unet_lr": ("inf", "kohya_ss unet_lr = 'inf' must be a finite number"),
+    "learning_rate": ("nan", "kohya_ss learning_rate = 'nan' must be a finite number"),
+    "text_encoder_lr": ("fast", "kohya_ss text_encoder_lr = 'fast' must be a finite number"),
+    "max_resolution": ("inf,inf", "kohya_ss max_resolution = 'inf,inf' must be a size"),
+    "seed": ("-1", "training.seed must be 0 to"),
+    "clip_skip": ("100", "model.clip_skip must be 1 to 12"),
+}
+
+
+def tree_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, and the target of every link (links are not followed)."""
+    import os
+
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if p.is_symlink():
+            out[rel] = "link -> " + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        elif p.is_dir():
+            out[rel] = "dir"
+    return out

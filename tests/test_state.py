@@ -11,7 +11,15 @@ import pytest
 import torch
 
 from lorakit.errors import LorakitError, ResumeError
-from lorakit.train.state import STATE_FILE, json_path, load_state, rng_state, save_state, set_rng_state, state_files
+from lorakit.train.state import (
+    STATE_FILE,
+    json_path,
+    load_state,
+    rng_state,
+    save_state,
+    set_rng_state,
+    state_files,
+)
 
 
 def _evil_pickle(marker) -> bytes:
@@ -54,7 +62,7 @@ def _equal(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
 
 
@@ -95,7 +103,7 @@ def test_loaded_state_resumes_optimizer_and_rng(tmp_path):
         m(x).square().mean().backward()
         o.step()
         s.step()
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("name", ["state.pt", STATE_FILE])

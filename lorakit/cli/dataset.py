@@ -27,12 +27,13 @@ def _cmd_import(args) -> int:
     from lorakit.project import Project
 
     project = Project.create(args.project)
-    reports = [import_images(args.src, project, args.token, args.repeats)]
+    reports = [import_images(args.src, project, args.token, args.repeats, follow_links=args.follow_links)]
     if args.reg:
         if not args.class_prompt:
             print("error: --reg needs --class-prompt (the class the images show, e.g. 'woman')", file=sys.stderr)
             return 2
-        reports.append(import_images(args.reg, project, args.class_prompt, args.reg_repeats, reg=True))
+        reports.append(import_images(args.reg, project, args.class_prompt, args.reg_repeats, reg=True,
+                                     follow_links=args.follow_links))
     for r in reports:
         print(r.format_table())
     return 0
@@ -84,6 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reg", type=Path, default=None, help="folder of regularization (class) images")
     p.add_argument("--class-prompt", default="", help="what the reg images show, e.g. 'woman'")
     p.add_argument("--reg-repeats", type=int, default=1)
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow links that stay inside SRC (default: copy regular files only, list the links)")
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("caption", help="caption images automatically (BLIP sentences or booru tags)")

@@ -20,7 +20,7 @@ from lorakit.errors import LorakitError
 def _cmd_doctor(args) -> int:
     from lorakit.doctor import run_checks
 
-    rows = run_checks(args.base_model or "", args.project)
+    rows = run_checks(args.base_model or "", args.project, args.single_file_config)
     width = max(len(r.check) for r in rows)
     for r in rows:
         print(f"{r.status.upper():5} {r.check:<{width}}  {r.value}" + (f"\n      -> {r.advice}" if r.advice else ""))
@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check GPU, memory, disk, libraries and the base model")
     p.add_argument("--base-model", default="")
     p.add_argument("--project", default=None)
+    p.add_argument("--single-file-config", default=None,
+                   help="a diffusers folder whose configs (and tokenizers) describe a single-file --base-model")
     p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("demo", help="run all five steps on the demo data and model")

@@ -236,6 +236,19 @@ def _as(kind: type, value: Any, key: str) -> Any:
         raise ConfigError(f"kohya_ss {key} = {value!r} is not a valid {kind.__name__}.") from None
 
 
+def _number(r: _Reader, key: str, what: str = "a finite number >= 0") -> float:
+    """A kohya key as a finite float >= 0 (0 when missing or empty); anything else names the key."""
+    value = r.get(key, 0) or 0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise ConfigError(f"kohya_ss {key} = {r.raw.get(key)!r} must be {what}: fix it in the kohya_ss settings "
+                          "(e.g. 0.0001), then import again.")
+    return number
+
+
 # ---- the import ---------------------------------------------------------------------------------------------
 
 
@@ -381,7 +394,7 @@ def _network(r: _Reader) -> None:
 
 
 def _learning_rates(r: _Reader) -> None:
-    lr, unet, te = (float(r.get(k, 0) or 0) for k in ("learning_rate", "unet_lr", "text_encoder_lr"))
+    lr, unet, te = (_number(r, k) for k in ("learning_rate", "unet_lr", "text_encoder_lr"))
     if unet == te == 0:
         if lr > 0:  # kohya_ss: learning_rate applies to both when neither is set
             r.values.update({"optimizer.unet_lr": lr, "optimizer.text_encoder_lr": lr})
@@ -421,7 +434,12 @@ def _resolution(r: _Reader) -> None:
     if raw is UNSET:
         r.unset("max_resolution", "data.resolution")
         return
-    sides = [int(float(p)) for p in re.split(r"[,x× ]+", str(raw).strip()) if p]
+    try:
+        sides = [int(float(p)) for p in re.split(r"[,x× ]+", str(raw).strip()) if p]
+    except (ValueError, OverflowError):
+        sides = []
+    if not 1 <= len(sides) <= 2 or not all(8 <= v <= 8192 for v in sides):
+        raise ConfigError(f"kohya_ss max_resolution = {raw!r} must be a size such as '512,512' (8 to 8192 pixels).")
     if len(sides) == 1:
         sides *= 2
     side = round(math.sqrt(sides[0] * sides[1]) / 8) * 8  # same pixel area, as a square side
@@ -461,7 +479,7 @@ def _epochs(r: _Reader) -> None:
 
 
 def _warmup(r: _Reader) -> None:
-    steps, pct = int(r.get("lr_warmup_steps", 0) or 0), float(r.get("lr_warmup", 0) or 0)
+    steps, pct = int(_number(r, "lr_warmup_steps", "a whole number >= 0")), _number(r, "lr_warmup", "a % from 0 to 100")
     constant = str(r.get("lr_scheduler", "")) == "constant"
     for key, value in (("lr_warmup_steps", steps), ("lr_warmup", pct)):
         if key not in r.raw:
@@ -479,7 +497,7 @@ def _warmup(r: _Reader) -> None:
 def _text_encoder_stop(r: _Reader) -> None:
     if "stop_text_encoder_training" not in r.raw:
         return
-    pct = float(r.get("stop_text_encoder_training", 0) or 0)
+    pct = _number(r, "stop_text_encoder_training", "a % from 0 to 100")
     if pct == 0:
         r.map("stop_text_encoder_training", "optimizer.stop_text_encoder_training", 0)
     else:

@@ -73,6 +73,29 @@ def _non_negative(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be >= 0 (got {value}); 0 switches it off.")
 
 
+def _finite(part: Any, section: str) -> None:
+    """Every number of a section is finite: an infinite learning rate trains a LoRA of NaNs."""
+    for f in fields(part):
+        value = getattr(part, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{section}.{f.name} = {value} is not a finite number: give a value such as "
+                              f"{format_float(default_of(f))}.")
+
+
+MAX_CLIP_SKIP = 12  # the deepest text encoder lorakit trains (CLIP ViT-L) has 12 layers
+MAX_RESOLUTION = 4096
+MAX_BUCKET_RESO = 8192
+MAX_REPEATS = 10_000  # the same bound as a <repeats>_<token> folder (lorakit.dataset.scan)
+MAX_SEED = 2**32 - 1  # NumPy's seeds stop there
+
+
+def check_clip_skip(clip_skip: int, num_layers: int) -> None:
+    """Refuse a clip_skip deeper than the text encoder: ``check_clip_skip(cfg.model.clip_skip, 12)``."""
+    if not 1 <= clip_skip <= num_layers:
+        raise ConfigError(f"model.clip_skip = {clip_skip} but this model's text encoder has {num_layers} layers: "
+                          f"use 1 (the last layer) to {num_layers}; 2 is the usual choice for anime models.")
+
+
 @dataclass
 class ModelConfig:
     base_model: str = _f(
@@ -97,8 +120,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _choice("model.family", self.family, FAMILIES)
         _choice("model.prediction_type", self.prediction_type, PREDICTION_TYPES)
-        if self.clip_skip < 1:
-            raise ConfigError("model.clip_skip must be >= 1 (1 = the last layer, as most models were trained).")
+        if not 1 <= self.clip_skip <= MAX_CLIP_SKIP:
+            raise ConfigError(f"model.clip_skip must be 1 to {MAX_CLIP_SKIP} (got {self.clip_skip}); 1 = the last "
+                              "layer, as most models were trained, 2 for most anime models.")
         if self.family == "sd2-v" and self.prediction_type == "epsilon":
             raise ConfigError(
                 "model.family = 'sd2-v' is a v-prediction model: set model.prediction_type to 'v_prediction' or "
@@ -126,6 +150,7 @@ class NetworkConfig:
 
     def __post_init__(self) -> None:
         _choice("network.type", self.type, NETWORK_TYPES)
+        _finite(self, "network")
         if self.rank < 1:
             raise ConfigError(f"network.rank must be >= 1 (got {self.rank}); 16 is a common start.")
         _positive("network.alpha", self.alpha, "(alpha/rank scales the update; alpha = rank means no scaling)")
@@ -173,6 +198,7 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         _choice("optimizer.optimizer", self.optimizer, OPTIMIZERS)
         _choice("optimizer.lr_scheduler", self.lr_scheduler, SCHEDULERS)
+        _finite(self, "optimizer")
         if not self.unet_lr > 0:
             raise ConfigError(
                 f"optimizer.unet_lr must be > 0 to train the UNet (got {self.unet_lr}); the kohya default is 1e-4. "
@@ -233,11 +259,24 @@ class DataConfig:
     prior_loss_weight: float = _f(1.0, "Loss weight of regularization images (1 = as much as a training image).")
 
     def __post_init__(self) -> None:
+        _finite(self, "data")
         _non_negative("data.repeats", self.repeats)
+        if self.repeats > MAX_REPEATS:
+            raise ConfigError(f"data.repeats = {self.repeats} is more than {MAX_REPEATS}: an epoch would never end; "
+                              "10-20 is usual for a character.")
         if self.resolution < 8 or self.resolution % 8:
             raise ConfigError(f"data.resolution must be a multiple of 8 (got {self.resolution}); try 512.")
+        if self.resolution > MAX_RESOLUTION:
+            raise ConfigError(f"data.resolution = {self.resolution} is above {MAX_RESOLUTION}: 512 (SD1.5), 768 "
+                              "(SD2-v) or 1024 (SDXL).")
         if self.bucket_reso_steps < 8 or self.bucket_reso_steps % 8:
             raise ConfigError("data.bucket_reso_steps must be a multiple of 8 (64 is the usual value).")
+        if not self.bucket_reso_steps <= self.min_bucket_reso and self.enable_bucket:
+            raise ConfigError(f"data.min_bucket_reso {self.min_bucket_reso} is below one bucket step "
+                              f"({self.bucket_reso_steps}): raise it (256 is usual).")
+        if self.max_bucket_reso > MAX_BUCKET_RESO:
+            raise ConfigError(f"data.max_bucket_reso = {self.max_bucket_reso} is above {MAX_BUCKET_RESO}: "
+                              "2048 is plenty even for SDXL.")
         if self.min_bucket_reso > self.max_bucket_reso:
             raise ConfigError("data.min_bucket_reso must not exceed data.max_bucket_reso.")
         if self.enable_bucket and not self.min_bucket_reso <= self.resolution <= self.max_bucket_reso:
@@ -250,8 +289,10 @@ class DataConfig:
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"data.{name} is a probability: between 0 and 1.")
         _non_negative("data.prior_loss_weight", self.prior_loss_weight)
-        if not self.caption_extension.startswith("."):
-            self.caption_extension = "." + self.caption_extension
+        ext = self.caption_extension
+        if not ext.startswith(".") or len(ext) < 2 or any(c in ext for c in "/\\:*?\"<>|"):
+            raise ConfigError(f"data.caption_extension {ext!r} must be a file extension starting with '.', "
+                              "such as '.txt' (kohya_ss) or '.caption'.")
 
 
 @dataclass
@@ -278,6 +319,10 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         _choice("training.mixed_precision", self.mixed_precision, PRECISIONS)
+        _finite(self, "training")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"training.seed must be 0 to {MAX_SEED} (got {self.seed}); any fixed number, "
+                              "e.g. 42, gives the same LoRA twice.")
         if self.max_train_epochs < 1 and self.max_train_steps < 1:
             raise ConfigError("Set training.max_train_epochs (e.g. 10) or training.max_train_steps (e.g. 1500).")
         _non_negative("training.max_train_steps", self.max_train_steps)
@@ -323,6 +368,7 @@ class SamplingConfig:
     sample_cfg: float = _f(7.0, "Classifier-free guidance scale for the samples (a prompt's --l overrides it).")
 
     def __post_init__(self) -> None:
+        _finite(self, "sampling")
         _non_negative("sampling.sample_every_n_epochs", self.sample_every_n_epochs)
         _non_negative("sampling.sample_every_n_steps", self.sample_every_n_steps)
         if self.sample_steps < 1:

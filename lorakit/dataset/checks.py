@@ -24,8 +24,15 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
-from lorakit.dataset.scan import IMAGE_EXTENSIONS, parse_folder_name, read_caption
+from lorakit.dataset.scan import (
+    IMAGE_EXTENSIONS,
+    folder_problem,
+    link_problem,
+    parse_folder_name,
+    read_caption,
+)
 from lorakit.errors import DatasetError
+from lorakit.files import printable
 
 # still images Pillow reads that training ignores until imported (import converts them to PNG)
 CONVERTIBLE_EXTENSIONS = (".gif", ".tif", ".tiff")
@@ -122,7 +129,8 @@ class CheckReport:
         return [f.row(self.root) for f in self.files]
 
     def to_json(self) -> str:
-        return json.dumps({"root": str(self.root), "settings": asdict(self.settings), "seconds": round(self.seconds, 3),
+        """Valid JSON, always: non-UTF-8 file names are written escaped (see ``lorakit.files.printable``)."""
+        return json.dumps({"root": printable(self.root), "settings": asdict(self.settings), "seconds": round(self.seconds, 3),
                            "counts": self.counts(), "files": self.rows()}, indent=1, ensure_ascii=False)
 
     def format_table(self, only_flagged: bool = False) -> str:
@@ -132,7 +140,7 @@ class CheckReport:
             size = f"{f.size[0]}×{f.size[1]}" if f.size != (0, 0) else "-"
             sharp = f"{f.sharpness:.0f}" if f.sharpness is not None else "-"
             reasons = "; ".join(i.message for i in f.issues) or "ok"
-            lines.append(f"{_rel(f.path, self.root):<40} {size:>11} {sharp:>7}  {f.status:<6} {reasons}")
+            lines.append(printable(f"{_rel(f.path, self.root):<40} {size:>11} {sharp:>7}  {f.status:<6} {reasons}"))
         lines.append(self.summary())
         return "\n".join(lines)
 
@@ -290,7 +298,26 @@ def dataset_files(root: Path) -> list[Path]:
     return found
 
 
-def check_file(path: Path, settings: CheckSettings) -> tuple[FileCheck, Fingerprint | None]:
+def training_skip(path: Path, root: Path, layout: bool) -> str | None:
+    """Why training would skip ``path`` (under the dataset folder ``root``), or None; only in a kohya ``layout``."""
+    rel = path.relative_to(root).parts
+    if not layout:
+        return None
+    folders = rel[1:-1] if rel[0] == "reg" else rel[:-1]
+    if len(folders) != 1:
+        where = "directly in the dataset folder" if not folders else f"in a subfolder of {folders[0]}/"
+        return f"training skips it: {where}, not in a <repeats>_<token> folder"
+    bad = folder_problem(folders[0])
+    return f"training skips it: folder {printable(folders[0])!r}: {bad}" if bad else None
+
+
+def is_kohya_layout(root: Path, from_project: bool = False) -> bool:
+    """Whether ``root`` is a dataset folder (``<repeats>_<token>`` subfolders), not a folder of photos."""
+    return from_project or root.name in ("dataset", "reg") or any(
+        p.is_dir() and parse_folder_name(p.name) for p in root.iterdir())
+
+
+def check_file(path: Path, settings: CheckSettings, root: Path | None = None) -> tuple[FileCheck, Fingerprint | None]:
     """All per-file checks of one image and its caption."""
     fc = FileCheck(path)
     info, rgb = inspect_image(path, settings.max_megapixels)
@@ -298,7 +325,7 @@ def check_file(path: Path, settings: CheckSettings) -> tuple[FileCheck, Fingerpr
         fc.issues.append(info.problem)
     if rgb is None:
         return fc, None
-    fc.issues += caption_issues(path, settings.caption_extension)
+    fc.issues += caption_issues(path, settings.caption_extension, root)
     fc.size = info.size
     if info.frames > 1:
         fc.issues.append(Issue("animated", WARN, f"animated ({info.frames} frames): only the first frame is used"))
@@ -319,9 +346,12 @@ def check_file(path: Path, settings: CheckSettings) -> tuple[FileCheck, Fingerpr
     return fc, digest
 
 
-def caption_issues(image: Path, extension: str = ".txt") -> list[Issue]:
-    """Missing, empty or undecodable caption of ``image``."""
+def caption_issues(image: Path, extension: str = ".txt", root: Path | None = None) -> list[Issue]:
+    """Missing, empty or undecodable caption of ``image``; a caption linked from outside ``root`` is not read."""
     cap = image.with_suffix(extension)
+    why = link_problem(cap, root or image.parent) if cap.is_symlink() else None
+    if why:
+        return [Issue("caption-link", ERROR, f"{printable(cap.name)} is {why}")]
     if not cap.is_file():
         return [Issue("no-caption", WARN, f"no {extension} caption: training uses the folder's token alone")]
     try:
@@ -344,13 +374,21 @@ def check_folder(root: str | Path, settings: CheckSettings | None = None) -> Che
     settings = settings or CheckSettings()
     if not Path(root).is_dir():
         raise FileNotFoundError(f"No folder at {root}.")
-    root = dataset_root(root)
+    given, root = Path(root), dataset_root(root)
+    layout = is_kohya_layout(root, from_project=root != given)
     start = time.perf_counter()
     checks: list[FileCheck] = []
     hashes: dict[Path, Fingerprint] = {}
     files = dataset_files(root)
     for path in files:
-        fc, digest = check_file(path, settings)
+        link = link_problem(path, root)
+        if link:  # never opened: a link out of the dataset is not ours to read
+            checks.append(FileCheck(path, issues=[Issue("skipped", ERROR, f"training skips it: {link}")]))
+            continue
+        skip = training_skip(path, root, layout)
+        fc, digest = check_file(path, settings, root)
+        if skip:
+            fc.issues.insert(0, Issue("skipped", ERROR, skip))
         checks.append(fc)
         if digest is not None:
             hashes[path] = digest
@@ -400,9 +438,9 @@ def report_sheet(report: CheckReport, thumb: int = 128, cols: int = 8, only_flag
 
 def _rel(path: Path, root: Path) -> str:
     try:
-        return str(path.relative_to(root))
+        return printable(path.relative_to(root))
     except ValueError:
-        return str(path)
+        return printable(path)
 
 
 # ---- the notebook's last word ------------------------------------------------------------------------

@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit.dataset.checks import CONVERTIBLE_EXTENSIONS, inspect_image
-from lorakit.dataset.scan import IMAGE_EXTENSIONS, folder_problem, inside, link_problem, parse_folder_name, read_caption
+from lorakit.dataset.scan import (
+    IMAGE_EXTENSIONS,
+    MAX_REPEATS,
+    folder_problem,
+    link_problem,
+    parse_folder_name,
+    read_caption,
+)
 from lorakit.errors import DatasetError
 from lorakit.files import atomic_path, atomic_write_text, printable
 from lorakit.project import Project
@@ -134,8 +141,8 @@ def find_clashes(files: list[Path]) -> list[str]:
 
 def validate_name(token: str, repeats: int) -> str:
     """The folder name ``<repeats>_<token>``, or an error that says what to change."""
-    if repeats < 1:
-        raise DatasetError(f"repeats must be at least 1 (got {repeats}).")
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise DatasetError(f"repeats must be 1 to {MAX_REPEATS} (got {repeats}); 10-20 is usual for a character.")
     token = token.strip()
     if not token or any(c in token for c in "/\\:") or token in (".", ".."):
         raise DatasetError(f"token {token!r} cannot name a folder: use a word such as 'fr3dd!e' (no slashes).")
@@ -184,10 +191,6 @@ def import_images(src: str | Path, project: Project, token: str | None = None, r
         for f in files:
             import_one(f, dest, report, caption_extension, follow_links=follow_links, root=src)
     return report
-
-
-def _existing(dest: Path) -> list[Path]:
-    return source_images(dest) if dest.is_dir() else []
 
 
 def same_stem(dest_dir: Path, stem: str) -> list[Path]:

@@ -77,13 +77,22 @@ def _quiet_loading():
         yield
 
 
+def device_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """The precision to generate in: bf16 on a CUDA card that has it, fp16 on older cards, fp32 on the CPU."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 class Generator:
     """A loaded pipeline plus the LoRA files applied to it, each loaded once as a diffusers adapter."""
 
     def __init__(self, base_model: str | Path | BaseModel = "", device: str | None = None,
-                 dtype: torch.dtype = torch.float32, max_adapters: int = 16):
-        self.base = base_model if isinstance(base_model, BaseModel) else load_base(str(base_model), device=device,
-                                                                                 dtype=dtype)
+                 dtype: torch.dtype | None = None, max_adapters: int = 16):
+        if not isinstance(base_model, BaseModel):  # loaded in the device's precision from the first read
+            base_model = load_base(str(base_model), device=device, dtype=dtype or device_dtype(device))
+        self.base = base_model
         self.pipe = self.base.pipe
         self.max_adapters = max_adapters
         # resolved file path -> adapter name, least recently used first; kept on the (cached) base model, which

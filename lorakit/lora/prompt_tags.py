@@ -27,11 +27,21 @@ def parse_prompt(prompt: str) -> tuple[str, list[LoraRef]]:
 
 
 def find_lora(name: str, dirs: Sequence[str | Path]) -> Path:
-    """The file for a ``<lora:name>`` tag, looked up in ``dirs`` as A1111 looks in models/Lora."""
+    """The file for a ``<lora:name>`` tag, looked up in ``dirs`` as A1111 looks in models/Lora.
+
+    A name only ever resolves inside one of ``dirs``: ``<lora:../../secret>``, an absolute path, or a link
+    out of the folder is refused with a sentence.
+    """
+    if not name or "\x00" in name or Path(name).is_absolute() or ".." in Path(name.replace("\\", "/")).parts:
+        raise GenerateError(f"<lora:{name}> names a path outside the LoRA folders: give the file's name alone, "
+                            f"as it is in {', '.join(map(str, dirs))}.")
     for d in dirs:
+        root = Path(d).resolve()
         for cand in (Path(d) / f"{name}.safetensors", Path(d) / name):
             if cand.is_file():
+                if not cand.resolve().is_relative_to(root):
+                    raise GenerateError(f"<lora:{name}> is a link to {cand.resolve()}, outside {d}: copy the file "
+                                        "into the folder instead.")
                 return cand
     known = sorted({p.stem for d in dirs for p in Path(d).glob("*.safetensors")})
     raise GenerateError(f"<lora:{name}> not found in {', '.join(map(str, dirs))}; available: {', '.join(known) or 'none'}")
-

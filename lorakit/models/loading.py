@@ -131,7 +131,7 @@ def load_base(
     """
     src = resolve_source(source)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    key = (src, family, prediction_type, dtype, str(device))
+    key = (src, family, prediction_type, dtype, str(device), str(single_file_config or ""))
     if key in _CACHE:
         return _CACHE[key]
     with quiet_loading():

@@ -22,15 +22,11 @@ from pathlib import Path
 import torch
 
 from lorakit.models import families
-from lorakit.models.families.base import CLIP, OPEN_CLIP, ORIGINAL_UNET, ORIGINAL_VAE, original_unet_path
+from lorakit.models.families.base import OPEN_CLIP, ORIGINAL_UNET, ORIGINAL_VAE, original_unet_path
 
 UNET = ORIGINAL_UNET
 VAE = ORIGINAL_VAE
-sdxl_unet_to_sgm = original_unet_path  # the name this module used to give it
-# the text encoders' prefixes in an original-layout file, by family name (from each family's original_text_encoders)
-CLIP_PREFIX = {n: p for n, f in families.FAMILIES.items() for p, kind in f.original_text_encoders if kind == CLIP}
-OPEN_CLIP_PREFIX = {n: p for n, f in families.FAMILIES.items() for p, kind in f.original_text_encoders
-                    if kind == OPEN_CLIP}
+
 
 # ---- architecture configs of the real models (what from_single_file would otherwise download) ----------
 def architecture_configs(family: str) -> dict[str, dict]:
@@ -186,14 +182,14 @@ def single_file_tokenizers(path: Path, shapes: dict[str, tuple[int, ...]], famil
     from lorakit.models.tokenizers import VOCAB_SIZE, check_tokenizer, clip_tokenizer
 
     out = {}
-    for name, kind, tok_key, pos_key in _text_encoder_embeddings(family):
+    for name, kind, tok_key, pos_key in text_encoder_embeddings(family):
         if tok_key not in shapes or len(shapes[tok_key]) != 2:
             raise ModelError(f"{path.name} has no {tok_key}: its text encoder is incomplete. Give a full checkpoint.")
         vocab = shapes[tok_key][0]
         max_length = shapes[pos_key][0] if len(shapes.get(pos_key, ())) == 2 else 77
         own = folder / name if folder is not None else None
         if own is not None and own.is_dir():
-            tok, where = _folder_tokenizer(own), str(own)
+            tok, where = folder_tokenizer(own), str(own)
         elif vocab == VOCAB_SIZE:
             tok, where = clip_tokenizer(kind), f"shipped {kind}"
         else:
@@ -206,7 +202,7 @@ def single_file_tokenizers(path: Path, shapes: dict[str, tuple[int, ...]], famil
     return out
 
 
-def _text_encoder_embeddings(family: str) -> list[tuple[str, str, str, str]]:
+def text_encoder_embeddings(family: str) -> list[tuple[str, str, str, str]]:
     """(tokenizer folder, shipped tokenizer kind, token-embedding key, position-embedding key) per text encoder of
     an original-layout file: CLIP-L (SD1, SDXL's first) pads with <|endoftext|>, OpenCLIP (SD2, SDXL's second)
     with "!"."""
@@ -223,7 +219,7 @@ def _text_encoder_embeddings(family: str) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def _folder_tokenizer(folder: Path):
+def folder_tokenizer(folder: Path):
     """A tokenizer saved in a diffusers folder (checked by the caller: transformers 5 returns a 2-token one for
     a folder without vocabulary files instead of raising)."""
     from transformers import CLIPTokenizer

@@ -78,8 +78,6 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
         elif main:
             result.moved_aside = keep_previous_run(project, cfg.saving.output_name)
         t, base = cfg.training, run.base
-        events.on_start({"total_steps": run.total_steps, "epochs": run.epochs, "images": len(run.items),
-                         "batches_per_epoch": run.batches_per_epoch, "model": base.describe(), "start_step": pos.step})
         embed_cache: dict[str, tuple] = {}
 
         def save_lora(index: int | None, epoch: int) -> None:
@@ -97,7 +95,10 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                 at = Position(pos.step, epoch, batch)
                 result.state_path = resume_state.save_state(state_file, snapshot(run, at, result))
 
-        try:
+        try:  # from here on an interrupt, even before the first batch, saves the state to resume from
+            events.on_start({"total_steps": run.total_steps, "epochs": run.epochs, "images": len(run.items),
+                             "batches_per_epoch": run.batches_per_epoch, "model": base.describe(),
+                             "start_step": pos.step})
             for epoch in range(pos.epoch, run.epochs):
                 pos.epoch = epoch
                 epoch_losses = []
