@@ -5,13 +5,14 @@
 
 The files are random weights in the real architectures, original single-file layout, fp16, cached under
 ~/.cache/lorakit/bench (or --dir). They are written tensor by tensor from models built on the meta device, so
-building one needs little memory. Each check runs in a fresh subprocess; its peak RSS is the child's ru_maxrss.
+building one needs little memory. Each check runs in a fresh subprocess under /usr/bin/time -v (peak RSS).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -73,15 +74,25 @@ def write_random_checkpoint(path: Path, shapes: dict[str, tuple[int, ...]], seed
 
 
 def measure(script: str, path: Path) -> tuple[float, float, str]:
-    """(seconds, peak RSS in GB, output) of a script run on ``path`` in a fresh process."""
+    """(seconds, peak RSS in GB, output) of a script run on ``path`` in a fresh process.
+
+    Through /usr/bin/time -v where it exists: a child forked from this (large) process would count this
+    process's pages in its ru_maxrss until it execs.
+    """
+    cmd = [sys.executable, "-c", script, str(path)]
+    timed = Path("/usr/bin/time").is_file()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
+    out = subprocess.run(["/usr/bin/time", "-v", *cmd] if timed else cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far, in KiB
-    note = "" if peak > before else " (no higher than an earlier run: a lower bound)"
+    if timed:
+        kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr)[1])
+        note = ""
+    else:
+        kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far, in KiB
+        note = "" if kib > before else " (no higher than an earlier run: a lower bound)"
     text = (out.stdout + out.stderr[-600:] if out.returncode else out.stdout).strip() + note
-    return seconds, peak / 2**20, text
+    return seconds, kib / 2**20, text
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -105,3 +105,13 @@ def test_bf16_load_makes_no_fp32_copy(clip_sd1):
     base = load_base(str(path), dtype=torch.bfloat16, device="cpu", single_file_config=tmp / "configs")
     for part in (base.unet, base.vae, base.text_encoders[0]):
         assert {p.dtype for p in part.parameters()} == {torch.bfloat16}
+
+
+def test_the_grid_generates_in_the_devices_precision(monkeypatch):
+    from lorakit.evaluate.generate import device_dtype
+
+    assert device_dtype("cpu") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert device_dtype("cuda") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert device_dtype("cuda:0") == torch.float16

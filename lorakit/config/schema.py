@@ -305,6 +305,8 @@ class TrainingConfig:
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: much less VRAM, ~20% slower.")
     sdpa: bool = _f(True, "Use PyTorch's scaled-dot-product attention (fast and memory-efficient).")
     torch_compile: bool = _f(False, "Compile the UNet with torch.compile (slow first step, faster afterwards).")
+    num_threads: int = _f(0, "CPU training threads; 0 = chosen from the model size and the free cores (one for tiny "
+                          "models, every free physical core for real ones). Ignored on a GPU.")
     noise_offset: float = _f(0.0, "Noise offset (0.05-0.1) lets the model learn very dark and very bright images.")
     multires_noise_iterations: int = _f(0, "Pyramid (multires) noise levels; 6-10 when used, 0 = off.")
     multires_noise_discount: float = _f(0.3, "How much each coarser pyramid level is damped.")

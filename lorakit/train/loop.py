@@ -98,7 +98,7 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
         try:  # from here on an interrupt, even before the first batch, saves the state to resume from
             events.on_start({"total_steps": run.total_steps, "epochs": run.epochs, "images": len(run.items),
                              "batches_per_epoch": run.batches_per_epoch, "model": base.describe(),
-                             "start_step": pos.step})
+                             "start_step": pos.step, "threads": run.threads, "notes": run.notes})
             for epoch in range(pos.epoch, run.epochs):
                 pos.epoch = epoch
                 epoch_losses = []

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lorakit.config.schema import TrainConfig
+from lorakit.config.schema import TrainConfig, check_clip_skip
 from lorakit.dataset.scan import (
     ImageItem,
     LatentCache,
@@ -32,6 +32,7 @@ from lorakit.models.loading import BaseModel, load_base
 from lorakit.project import Project
 from lorakit.train.optimizers import build_optimizer, build_scheduler
 from lorakit.train.steps import schedule
+from lorakit.train.threads import configure_threads
 
 OOM_ADVICE = (
     "CUDA ran out of memory. In order of effect: set training.train_batch_size = 1; turn on "
@@ -84,6 +85,8 @@ class Run:
     rank: int = 0
     world: int = 1
     trained: list[torch.nn.Module] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said once at the start: skipped files, heavy crops
+    threads: int = 0  # CPU threads chosen for this run (0: on a GPU, left alone)
 
     def batches(self, epoch: int) -> list[list[Sample]]:
         """This process's share of the epoch's batches (equal counts on every process, so all-reduces pair up)."""
@@ -109,7 +112,9 @@ def prepare(project: Project, cfg: TrainConfig, accelerator) -> Run:
     base = load_base(cfg.model.base_model, family=cfg.model.family, prediction_type=cfg.model.prediction_type,
                      dtype=weight_dtype, device=accelerator.device, allow_pickle=cfg.model.allow_pickle,
                      single_file_config=cfg.model.single_file_config or None)
+    check_clip_skip(cfg.model.clip_skip, base.text_encoders[0].config.num_hidden_layers)
     configure_speed(base, cfg)
+    threads = configure_threads(base, cfg, accelerator.device)
 
     # data: scan, buckets, latents cached once (the VAE never runs inside the loop)
     scan = scan_dataset(project.resolve(d.dataset_dir), d.caption_extension, repeats_override=d.repeats)
@@ -118,10 +123,12 @@ def prepare(project: Project, cfg: TrainConfig, accelerator) -> Run:
         reg = scan_dataset(project.resolve(d.reg_dir), d.caption_extension, is_reg=True)
         items += reg.items
         scan.caption_errors += reg.caption_errors
+        scan.problems += reg.problems
     if scan.caption_errors:
         raise DatasetError("Fix these captions before training:\n" + "\n".join(scan.caption_errors))
+    notes = list(scan.problems)  # what training skips, and images cropped hard to fit a bucket
     bucket_counts = assign_buckets(items, d.resolution, d.enable_bucket, d.min_bucket_reso, d.max_bucket_reso,
-                                   d.bucket_reso_steps, d.bucket_no_upscale)
+                                   d.bucket_reso_steps, d.bucket_no_upscale, notes=notes)
     cache = LatentCache(base.vae, base.latent_scale, base.vae_shift,
                         project.cache_dir / "latents" if d.cache_latents_to_disk else None,
                         write=accelerator.is_main_process)
@@ -166,7 +173,7 @@ def prepare(project: Project, cfg: TrainConfig, accelerator) -> Run:
     record.model_hash, record.model_sha256 = lora_file.model_hash(base.source)
     return Run(cfg, base, items, cache, net, [p for g in groups for p in g["params"]], optimizer, lr_scheduler,
                torch.Generator("cpu").manual_seed(t.seed), batches_per_epoch, steps_per_epoch, total_steps, epochs,
-               record, weight_dtype, rank, world, trained)
+               record, weight_dtype, rank, world, trained, notes, threads)
 
 
 def configure_speed(base: BaseModel, cfg: TrainConfig) -> None:

@@ -21,6 +21,14 @@ def smooth(values: list[float], beta: float = 0.9) -> list[float]:
     return out
 
 
+def start_line(info: dict) -> str:
+    """The run's first line: model, images, steps, and the CPU threads lorakit chose."""
+    threads = info.get("threads") or 0
+    where = f"; {threads} CPU thread{'s' if threads != 1 else ''}" if threads else ""
+    return (f"training {info.get('model', '')}: {info.get('images', 0)} images, {info['total_steps']} steps in "
+            f"{info.get('epochs', 0)} epochs{where}")
+
+
 class TqdmCallback(Callback):
     """A tqdm.auto progress bar: a widget in Jupyter, text in a terminal."""
 
@@ -30,6 +38,9 @@ class TqdmCallback(Callback):
     def on_start(self, info: dict) -> None:
         from tqdm.auto import tqdm
 
+        print(start_line(info))
+        for note in info.get("notes", []):
+            print(f"  note: {note}")
         self.bar = tqdm(total=info["total_steps"], initial=info.get("start_step", 0), desc="training", unit="step")
 
     def on_step(self, step: int, loss: float, lr: float) -> None:
