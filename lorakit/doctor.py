@@ -87,16 +87,19 @@ def check_libraries() -> list[Row]:
     return rows
 
 
-def check_base_model(source: str, single_file_config: str | Path | None = None) -> Row:
+def check_base_model(source: str, single_file_config: str | Path | None = None, download: bool = False) -> Row:
     """The base model as training would load it, read from its header and configs (weights never loaded)."""
     from lorakit.errors import ModelError
     from lorakit.models.inspection import inspect_base_model
-    from lorakit.models.loading import load_base, resolve_source
+    from lorakit.models.loading import hub_snapshot, is_hub_id, load_base, resolve_source
 
     try:
         src = resolve_source(source)
         path = Path(src).expanduser()
-        if not path.exists():  # a hub id or a typo: load_base says which, before it loads anything
+        if is_hub_id(src):  # from the local cache, or downloaded when asked (--download)
+            path = hub_snapshot(src, download=download, retry=f"run `lorakit doctor --base-model {src} --download` "
+                                "(notebook 00: tick 'download')")
+        elif not path.exists():  # a typo: load_base says so, before it loads anything
             load_base(src, device="cpu")
         report = inspect_base_model(path, single_file_config)
     except (ModelError, OSError, ValueError) as e:
@@ -111,10 +114,10 @@ def check_base_model(source: str, single_file_config: str | Path | None = None) 
 
 
 def run_checks(base_model: str = "", project: str | Path | None = None,
-               single_file_config: str | Path | None = None) -> list[Row]:
+               single_file_config: str | Path | None = None, download: bool = False) -> list[Row]:
     """All checks, in the order the setup notebook shows them."""
     rows = check_device()
     rows.append(check_disk(Path(project) if project else Path.cwd()))
     rows += check_libraries()
-    rows.append(check_base_model(base_model, single_file_config))
+    rows.append(check_base_model(base_model, single_file_config, download))
     return rows

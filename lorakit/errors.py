@@ -54,3 +54,7 @@ class ResumeError(LorakitError, ValueError):
 
 class TrainingError(LorakitError, RuntimeError):
     """A run that cannot go on (the loss diverged, another run holds the project), with what to change."""
+
+
+class ExportError(LorakitError, ValueError):
+    """A LoRA that cannot be copied into the user's AUTOMATIC1111 / Forge / ComfyUI folder, with what to give."""

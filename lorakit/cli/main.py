@@ -4,6 +4,8 @@
     lorakit doctor                     setup check
     lorakit train PROJECT [--resume]   (also: accelerate launch -m lorakit train PROJECT)
     lorakit grid PROJECT [--x checkpoint] [--y strength=1.0,0.8,0.6] [--prompt "..."]
+    lorakit export PROJECT [--lora FILE] [--to DIR] [--strength S]   into A1111 / Forge / ComfyUI
+    (train, grid and doctor take --download: a hub id as base model is fetched only then)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from lorakit.errors import LorakitError
 def _cmd_doctor(args) -> int:
     from lorakit.doctor import run_checks
 
-    rows = run_checks(args.base_model or "", args.project, args.single_file_config)
+    rows = run_checks(args.base_model or "", args.project, args.single_file_config, download=args.download)
     width = max(len(r.check) for r in rows)
     for r in rows:
         print(f"{r.status.upper():5} {r.check:<{width}}  {r.value}" + (f"\n      -> {r.advice}" if r.advice else ""))
@@ -44,6 +46,7 @@ def _cmd_train(args) -> int:
 
     project = Project.open(args.project)
     cfg = project.load_config()
+    _hub_model(cfg.model.base_model, args.download, f"lorakit train {args.project} --download")
     if args.max_steps:
         cfg.training.max_train_steps = args.max_steps
     callbacks: list[Callback] = default_callbacks(project, cfg)
@@ -90,11 +93,32 @@ def _cmd_grid(args) -> int:
         print("give --prompt (no sample prompt in the project's config)", file=sys.stderr)
         return 2
     base_model = args.base_model or (cfg.model.base_model if cfg else "")
+    _hub_model(base_model, args.download, f"lorakit grid {args.project} --download")
     out = make_grid(project, spec, base_model=base_model)
     for path in out.paths + out.exports:  # the grids, then their A1111 and ComfyUI files
         print(path)
     print(out.summary())  # cells, images sampled, batches, reuse, time and images/s
     return 0
+
+
+def _hub_model(source: str, download: bool, command: str) -> None:
+    """A hub id as base model: downloaded now when asked (progress bars, then where the files went), else taken
+    from the local cache, else one sentence that names ``command``."""
+    from lorakit.models.loading import fetch_hub_model
+
+    fetch_hub_model(source, download=download, retry=f"run `{command}`")
+
+
+def _cmd_export(args) -> int:
+    from lorakit.evaluate.export import export_lora
+    from lorakit.project import Project
+
+    done = export_lora(Project.open(args.project), args.lora, to=args.to, strength=args.strength)
+    print(done.summary())
+    return 0
+
+
+DOWNLOAD_HELP = "let a hub id as base model download from the Hugging Face hub (otherwise: local files only)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", default=None)
     p.add_argument("--single-file-config", default=None,
                    help="a diffusers folder whose configs (and tokenizers) describe a single-file --base-model")
+    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("demo", help="run all five steps on the demo data and model")
@@ -119,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from output/state/")
     p.add_argument("--max-steps", type=int, default=0)
     p.add_argument("--print-checksum", action="store_true", help="print a fingerprint of the trained weights")
+    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("grid", help="X/Y(/Z) grid of checkpoints, strengths, prompts, seeds, ...")
@@ -134,7 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--sampler", default="Euler a")
     p.add_argument("--base-model", default="")
+    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     p.set_defaults(func=_cmd_grid)
+
+    p = sub.add_parser("export", help="copy a LoRA into your AUTOMATIC1111 / Forge / ComfyUI LoRA folder")
+    p.add_argument("project", type=Path)
+    p.add_argument("--lora", default=None, help="the LoRA file (default: the project's last one)")
+    p.add_argument("--to", default=None, help="the models/Lora (or models/loras) folder, or the install folder "
+                                              "(default: the first install found, or $LORAKIT_WEBUI_DIR)")
+    p.add_argument("--strength", type=float, default=None, help="the suggested weight in A1111's card (default 1)")
+    p.set_defaults(func=_cmd_export)
 
     # ---- more commands: each issue's module adds its own below this line (register(sub)) ----
     cli_dataset.register(sub)

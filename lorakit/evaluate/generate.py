@@ -111,8 +111,7 @@ class Generator:
         return self.base.extra["patcher"]
 
     def _is_patch_file(self, path: str | Path) -> bool:
-        from safetensors import safe_open
-
+        from lorakit.lora.file import lora_keys
         from lorakit.lora.patching import needs_patching
 
         key = str(Path(path).resolve())
@@ -120,8 +119,7 @@ class Generator:
             return True
         if key in self._adapters or not Path(key).is_file():
             return False
-        with safe_open(key, framework="pt") as f:
-            return needs_patching(f.keys())
+        return needs_patching(lora_keys(key))
 
     def _patch_state(self, path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file

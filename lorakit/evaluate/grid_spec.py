@@ -170,8 +170,25 @@ def plan(spec: GridSpec, project: Project | None = None) -> list[list[list[Cell]
                  checkpoint, spec.strength, spec.width, spec.height)
     zs = range(len(spec.z.values)) if spec.z else [0]
     ys = range(len(spec.y.values)) if spec.y else [0]
-    return [[[_apply(_apply(_apply(start, spec.z if spec.z else None, k), spec.y, j), spec.x, i)
-              for i in range(len(spec.x.values))] for j in ys] for k in zs]
+    cells = [[[_apply(_apply(_apply(start, spec.z if spec.z else None, k), spec.y, j), spec.x, i)
+               for i in range(len(spec.x.values))] for j in ys] for k in zs]
+    for cell in (c for z in cells for row in z for c in row):
+        check_cell(cell)
+    return cells
+
+
+def check_cell(cell: Cell) -> None:
+    """Settings no sampler can draw with are refused before anything is drawn."""
+    if cell.steps < 1:
+        raise GridError(f"steps = {cell.steps}: a sampler needs at least 1 step (20-30 is usual).")
+    if not cell.cfg >= 0:
+        raise GridError(f"cfg = {cell.cfg}: the guidance scale is 0 or more (4-8 is usual).")
+    if cell.seed < 0:
+        raise GridError(f"seed = {cell.seed}: seeds are 0 or more.")
+    for name in ("width", "height"):
+        size = getattr(cell, name)
+        if size is not None and (size < 8 or size % 8):
+            raise GridError(f"{name} = {size}: image sizes are multiples of 8 (the VAE works in 8-pixel blocks).")
 
 
 def headers(axis: Axis | None) -> list[str]:

@@ -6,17 +6,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from lorakit.config.schema import TrainConfig
+from lorakit.errors import GenerateError, TrainingError
 from lorakit.files import atomic_path
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32}
@@ -28,14 +31,35 @@ def checkpoint_name(output_name: str, index: int | None) -> str:
 
 
 def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """Write a .safetensors LoRA atomically (never a half-written file under the final name)."""
+    """Write a .safetensors LoRA atomically (never a half-written file under the final name, never a broken one)."""
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise TrainingError(f"not writing {Path(path).name}: {len(broken)} of {len(tensors)} tensors hold inf or nan "
+                            f"(first: {broken[0]}); lower the learning rates and train again.")
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
     return path
 
 
+@contextlib.contextmanager
+def open_lora(path: str | Path) -> Iterator:
+    """The file's safetensors handle; a truncated or foreign file is a sentence naming it."""
+    try:
+        handle = safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError) as e:
+        raise GenerateError(f"{Path(path).name} is not a readable LoRA .safetensors file ({e}): is it truncated, "
+                            "or another format renamed? Copy or download it again.") from None
+    with handle as f:
+        yield f
+
+
+def lora_keys(path: str | Path) -> list[str]:
+    with open_lora(path) as f:
+        return list(f.keys())
+
+
 def read_lora_metadata(path: str | Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
+    with open_lora(path) as f:
         return dict(f.metadata() or {})
 
 

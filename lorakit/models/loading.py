@@ -27,8 +27,8 @@ from lorakit.errors import ModelError
 from lorakit.models import families
 from lorakit.models.families import Family
 
-__all__ = ["FAMILIES", "BaseModel", "Family", "base_model_from_env", "clear_cache", "detect_family", "load_base",
-           "quiet_loading", "resolve_source"]
+__all__ = ["FAMILIES", "BaseModel", "Family", "base_model_from_env", "clear_cache", "detect_family",
+           "fetch_hub_model", "hub_snapshot", "is_hub_id", "load_base", "quiet_loading", "resolve_source"]
 
 DATA_DIR = Path(os.environ.get("LORAKIT_DATA", Path(__file__).resolve().parents[2] / "data"))
 DEMO_MODEL_DIR = DATA_DIR / "toy-base"
@@ -134,8 +134,11 @@ def load_base(
     key = (src, family, prediction_type, dtype, str(device), str(single_file_config or ""))
     if key in _CACHE:
         return _CACHE[key]
+    # a hub id: its local snapshot, from the cache or (only when asked) downloaded with the hub's progress bars,
+    # which must show, so this happens before quiet_loading
+    local = hub_snapshot(src, download=allow_download) if is_hub_id(src) else src
     with quiet_loading():
-        pipe = _load_pipeline(src, family, dtype, allow_pickle, allow_download, single_file_config)
+        pipe = _load_pipeline(local, family, dtype, allow_pickle, single_file_config)
     detected = families.detect_from_pipeline(pipe)
     fam = detected if family == "auto" else families.get(family)
     if fam.layout != detected.layout:
@@ -163,8 +166,8 @@ def load_base(
     return base
 
 
-def _load_pipeline(src: str, family: str, dtype, allow_pickle: bool, allow_download: bool, single_file_config=None):
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+def _load_pipeline(src: str, family: str, dtype, allow_pickle: bool, single_file_config=None):
+    from diffusers import DiffusionPipeline
 
     path = Path(src).expanduser()
     if path.is_dir():
@@ -184,15 +187,71 @@ def _load_pipeline(src: str, family: str, dtype, allow_pickle: bool, allow_downl
         from lorakit.models.single_file import load_single_file
 
         return load_single_file(path, family=family, dtype=dtype, config=single_file_config)
-    if "/" in src and not src.startswith((".", "/", "~")) and len(src.split("/")) == 2:
-        if not allow_download:
-            raise ModelError(
-                f"{src!r} is not a local file or folder. It looks like a hub id: lorakit never downloads "
-                "unless asked. Pass allow_download=True (CLI: --download) to fetch it, or give a local path."
-            )
-        cls = StableDiffusionXLPipeline if "xl" in src.lower() else StableDiffusionPipeline
-        return cls.from_pretrained(src, dtype=dtype, safety_checker=None)
     raise ModelError(f"Base model {src!r} not found. Give a diffusers folder or a .safetensors file.")
+
+
+# ---- hub ids: used from the local cache; downloaded only when the user asks -----------------------------
+DOWNLOAD_HINT = ("add --download to the command (notebooks: set DOWNLOAD = True in the parameters cell), "
+                 "or give a local folder or .safetensors file")
+
+
+def is_hub_id(source: str | os.PathLike | None) -> bool:
+    """``owner/name`` that is not a local path: a Hugging Face hub id."""
+    src = str(source or "")
+    parts = src.split("/")
+    return (len(parts) == 2 and all(parts) and not src.startswith((".", "~")) and not any(c in src for c in ":\\")
+            and not Path(src).expanduser().exists())
+
+
+def hub_snapshot(repo_id: str, *, download: bool = False, retry: str = "") -> Path:
+    """The local folder of hub model ``repo_id``: from the Hugging Face cache, or downloaded when ``download``.
+
+    A download shows the hub's progress bars and prints where the files went. Without ``download`` and with
+    nothing cached, the error says what to run: ``retry`` (e.g. "run `lorakit train p --download`").
+    """
+    from diffusers import DiffusionPipeline
+
+    if not download:
+        try:
+            with quiet_loading():
+                return Path(DiffusionPipeline.download(repo_id, local_files_only=True, safety_checker=None))
+        except Exception as e:  # noqa: BLE001 - whatever the cache lookup raises, the answer is the same
+            raise ModelError(
+                f"{repo_id!r} is a Hugging Face hub id that is not in the local cache, and lorakit never downloads "
+                f"unless asked: {retry or DOWNLOAD_HINT}."
+            ) from e
+    print(f"downloading {repo_id} from the Hugging Face hub (the diffusers files only) ...", flush=True)
+    with progress_bars():
+        try:
+            path = Path(DiffusionPipeline.download(repo_id, safety_checker=None))
+        except Exception as e:  # noqa: BLE001 - no network, a typo, a gated or private repo: one sentence
+            raise ModelError(f"Could not download {repo_id!r} from the Hugging Face hub: {e}".strip()) from e
+    print(f"{repo_id}: files in {path}", flush=True)
+    return path
+
+
+NOTEBOOK_RETRY = "set DOWNLOAD = True in the parameters cell (the first code cell) and run the notebook again"
+
+
+def fetch_hub_model(source: str | os.PathLike | None, *, download: bool = False, retry: str = "") -> Path | None:
+    """For a hub id, its local snapshot (see hub_snapshot: downloaded only when ``download``); None for a local
+    path or the demo model, which need nothing fetched."""
+    return hub_snapshot(str(source), download=download, retry=retry) if is_hub_id(source) else None
+
+
+@contextlib.contextmanager
+def progress_bars():
+    """The hub's download bars on (unless HF_HUB_DISABLE_PROGRESS_BARS says otherwise), as before afterwards."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    if was_disabled and os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").upper() not in ("1", "ON", "YES", "TRUE"):
+        enable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_disabled:
+            disable_progress_bars()
 
 
 @contextlib.contextmanager

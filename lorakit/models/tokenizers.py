@@ -70,16 +70,15 @@ def _like_open_clip(tok):
     text with ftfy, which straightens typographic quotes. ftfy's other repairs (mojibake, HTML entities) are not
     copied: prompts rarely need them.
     """
-    from tokenizers import Regex, Tokenizer, normalizers
-
-    backend = tok.backend_tokenizer
+    backend = tok.backend_tokenizer  # a tokenizers.Tokenizer, edited through its JSON form
+    spec = json.loads(backend.to_str())
     if tok.pad_token == "!":
-        spec = json.loads(backend.to_str())
         spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] != "!"]
-        backend = Tokenizer.from_str(json.dumps(spec))
-    quotes = [normalizers.Replace(c, "'") for c in "‘’‚‛"] + [normalizers.Replace(c, '"') for c in "“”„‟"]
-    backend.normalizer = normalizers.Sequence(
-        [*quotes, normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    quotes = [("‘’‚‛", "'"), ("“”„‟", '"')]
+    straighten = [{"type": "Replace", "pattern": {"String": c}, "content": to} for chars, to in quotes for c in chars]
+    old = spec["normalizer"]
+    spec["normalizer"] = {"type": "Sequence", "normalizers": [*straighten, *old.get("normalizers", [old])]}
+    backend = type(backend).from_str(json.dumps(spec))
     tok._tokenizer = backend  # transformers has no public setter for the backend it wraps
     return tok
 

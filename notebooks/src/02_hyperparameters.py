@@ -73,6 +73,15 @@ form = HyperparameterForm(cfg, project, kind=PRESET)
 display(form.widget)
 
 # %% [markdown]
+# Already use AUTOMATIC1111, Forge or ComfyUI? Pick one of their checkpoints as the base model here (it fills
+# the form's `base_model`; a `.ckpt` is marked *pickled* and also needs `allow_pickle`).
+
+# %%
+from lorakit.ui.user_folders import CheckpointPicker
+
+display(CheckpointPicker(form.fields["model.base_model"][0]).widget)
+
+# %% [markdown]
 # The parameters cell can also start from a preset or a kohya_ss file, without clicking: set `PRESET` or
 # `KOHYA_FILE` there. The import report lists what was **mapped**, what lorakit **does not support** (those
 # settings would change training in kohya_ss — read them), and what was **ignored** and why.

@@ -14,6 +14,7 @@
 # %% tags=["parameters"]
 PROJECT = "../demo-project"
 BASE_MODEL = ""  # empty = what lorakit.toml says (the demo model by default)
+DOWNLOAD = False  # True: a hub id (owner/name) as base model may download from the Hugging Face hub
 RESUME = False
 MULTI_GPU = False  # True: one process per GPU through `accelerate launch`
 
@@ -28,6 +29,11 @@ from lorakit.train.state import STATE_FILE
 from lorakit.ui.train import LiveView, TrainForm
 
 project, cfg, _ = notebook_setup(PROJECT, BASE_MODEL)
+
+# %%
+from lorakit.models.loading import NOTEBOOK_RETRY, fetch_hub_model
+
+fetch_hub_model(cfg.model.base_model, download=DOWNLOAD, retry=NOTEBOOK_RETRY)  # a hub id only; prints where
 
 # %% [markdown]
 # The settings people change most between runs. Every other setting is in notebook 02 (or `lorakit.toml`).

@@ -27,6 +27,8 @@
 # %% tags=["parameters"]
 PROJECT = "../demo-project"
 BASE_MODEL = ""  # empty = what lorakit.toml says (the demo model by default)
+DOWNLOAD = False  # True: a hub id (owner/name) as base model may download from the Hugging Face hub
+EXPORT_TO = "auto"  # copy the chosen LoRA: "auto" = your A1111/Forge/ComfyUI LoRA folder; a folder; "" = no
 
 # %%
 from IPython.display import display
@@ -44,6 +46,11 @@ base_model = cfg.model.base_model
 checkpoints = project.checkpoints()
 assert checkpoints, f"no checkpoints in {project.output_dir}: run notebook 03 (train) first"
 print(f"{len(checkpoints)} checkpoints:", ", ".join(p.stem for p in checkpoints))
+
+# %%
+from lorakit.models.loading import NOTEBOOK_RETRY, fetch_hub_model
+
+fetch_hub_model(cfg.model.base_model, download=DOWNLOAD, retry=NOTEBOOK_RETRY)  # a hub id only; prints where
 
 # %% [markdown]
 # ## The grid
