@@ -33,7 +33,7 @@ project, cfg, _ = notebook_setup(PROJECT, BASE_MODEL)
 # %%
 from lorakit.models.loading import NOTEBOOK_RETRY, fetch_hub_model
 
-fetch_hub_model(cfg.model.base_model, download=DOWNLOAD, retry=NOTEBOOK_RETRY)  # a hub id only; prints where
+snapshot = fetch_hub_model(cfg.model.base_model, download=DOWNLOAD, retry=NOTEBOOK_RETRY)  # hub ids only
 
 # %% [markdown]
 # The settings people change most between runs. Every other setting is in notebook 02 (or `lorakit.toml`).

@@ -50,7 +50,7 @@ print(f"{len(checkpoints)} checkpoints:", ", ".join(p.stem for p in checkpoints)
 # %%
 from lorakit.models.loading import NOTEBOOK_RETRY, fetch_hub_model
 
-fetch_hub_model(cfg.model.base_model, download=DOWNLOAD, retry=NOTEBOOK_RETRY)  # a hub id only; prints where
+snapshot = fetch_hub_model(cfg.model.base_model, download=DOWNLOAD, retry=NOTEBOOK_RETRY)  # hub ids only
 
 # %% [markdown]
 # ## The grid
@@ -135,7 +135,23 @@ display(judge.side_by_side(image, judge.nearest_training_images(image, project, 
 print(result.exports[0].read_text())
 print("ComfyUI workflow:", result.exports[1])
 
+# %% [markdown]
+# ## Into your AUTOMATIC1111, Forge or ComfyUI
+# The LoRA of the cell chosen above (by default the suggested one) is copied into your install's LoRA folder
+# (`models/Lora`, ComfyUI: `models/loras`) — never over a file already there: a taken name becomes `name-1`, … —
+# with the card A1111's Lora tab reads (`<name>.json`): the trigger word as *activation text*, the cell's strength
+# as *preferred weight*, and the SD version. `EXPORT_TO` (first cell) chooses the folder; the demo's LoRA is not
+# copied unless you name one. On the command line: `lorakit export PROJECT [--lora FILE] [--to DIR] [--strength S]`.
+
+# %%
+from lorakit.evaluate.export import export_choice
+
+k, j, i = picker.chosen()
+exported = export_choice(project, result.cells[k][j][i], EXPORT_TO, base_model)
+print(exported.summary())
+
 # %%
 missing = [p for p in result.paths + result.exports if not p.is_file()]
 assert result.paths and not missing, f"the grid was not written: {missing or 'no grid'}"
+assert exported.lora is None or exported.lora.is_file(), f"the LoRA was not copied: {exported.lora}"
 print(f"grid: {result.paths[0]}  ({result.summary()})")
