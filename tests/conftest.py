@@ -18,7 +18,6 @@ from PIL import Image  # noqa: E402
 torch.set_num_threads(1)  # on 2 cores one thread is 2-4x faster for tiny models
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 
 @pytest.fixture(scope="session")

@@ -14,13 +14,13 @@ from lorakit.config.schema import TrainConfig
 from lorakit.demo.recipe import demo_config
 from lorakit.errors import ConfigError
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "kohya_ss_settings_as_pasted.txt"
+FIXTURE = Path(__file__).resolve().parent / "data" / "kohya_ss_settings_as_pasted.txt"  # copied from shared/fixtures
 
 
 def fixture_text() -> str:
     """The kohya_ss config a user pasted from a web page (typographic quotes, numbers as strings)."""
     if not FIXTURE.is_file():
-        pytest.fail(f"test fixture missing: {FIXTURE} (the repository must sit beside shared/fixtures/)")
+        pytest.fail(f"test fixture missing: {FIXTURE} (tests/data/ is part of the repository)")
     return FIXTURE.read_text(encoding="utf-8")
 
 

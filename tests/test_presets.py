@@ -12,7 +12,7 @@ from lorakit.config.schema import TrainConfig
 from lorakit.errors import ConfigError
 from lorakit.train.steps import DatasetCount, plan_steps
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "kohya_ss_settings_as_pasted.txt"
+FIXTURE = Path(__file__).resolve().parent / "data" / "kohya_ss_settings_as_pasted.txt"  # copied from shared/fixtures
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -45,7 +45,7 @@ def test_style_preset_trains_longer_than_a_character():
 
 def test_sd21_preset_equals_the_shared_kohya_config():
     if not FIXTURE.is_file():
-        pytest.fail(f"test fixture missing: {FIXTURE} (the repository must sit beside shared/fixtures/)")
+        pytest.fail(f"test fixture missing: {FIXTURE} (tests/data/ is part of the repository)")
     imported = import_kohya(FIXTURE.read_text(encoding="utf-8")).config
     preset = PRESETS["sd21-adafactor"]
     differ = {k: (v, imported.get(k)) for k, v in preset.values.items() if imported.get(k) != v}

@@ -16,7 +16,7 @@ from lorakit.errors import ConfigError
 from lorakit.project import Project
 from lorakit.ui.hyperparameters import HyperparameterForm, lr_figure
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "kohya_ss_settings_as_pasted.txt"
+FIXTURE = Path(__file__).resolve().parent / "data" / "kohya_ss_settings_as_pasted.txt"  # copied from shared/fixtures
 
 
 def _inputs(w: widgets.Widget) -> list[widgets.Widget]:
@@ -86,7 +86,7 @@ def test_preset_fills_the_form_and_keeps_the_project_settings():
 
 def test_kohya_import_fills_the_form_and_shows_the_report():
     if not FIXTURE.is_file():
-        pytest.fail(f"test fixture missing: {FIXTURE} (the repository must sit beside shared/fixtures/)")
+        pytest.fail(f"test fixture missing: {FIXTURE} (tests/data/ is part of the repository)")
     form = HyperparameterForm(TrainConfig().replace({"data.dataset_dir": "imgs", "model.base_model": "/m/v21.ckpt"}))
     result = form.import_kohya(FIXTURE.read_text(encoding="utf-8"))
     cfg = form.value()
