@@ -1,1 +1,1 @@
-"""Base models: loading (folders, single files, hub ids only when asked), one Family per model family, samplers, tiny random pipelines. Imports errors, files and config only."""
+"""Base models: loading (folders, single files, hub ids only when asked), one Family per model family, samplers, tiny random pipelines, the user's A1111 / Forge / ComfyUI model folders. Imports errors, files and config only."""
