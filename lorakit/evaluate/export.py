@@ -55,7 +55,7 @@ class Exported:
 def sd_version(metadata: dict[str, str]) -> str:
     """A1111's name for the base model family of a LoRA ("SD1", "SD2", "SDXL"), told from its ss_* metadata the
     way A1111 tells it (an sdxl_* ss_base_model_version, else ss_v2), "Unknown" without metadata."""
-    if str(metadata.get("ss_base_model_version", "")).startswith("sdxl"):
+    if str(metadata.get("ss_base_model_version", "")).startswith("sdxl_"):  # kohya: sdxl_base_v1-0
         return "SDXL"
     if str(metadata.get("ss_v2", "")).lower() == "true":
         return "SD2"
