@@ -9,18 +9,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+from offline import BLOCK_SOCKETS
 from PIL import Image
 
 from lorakit.lora.file import read_lora_metadata
 
-BLOCKED_RUN = textwrap.dedent("""
-    import socket, sys
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted: " + repr(args)[:120])
-    socket.socket.connect = refuse
-    socket.socket.connect_ex = refuse
-    socket.create_connection = refuse
-    socket.getaddrinfo = refuse
+BLOCKED_RUN = BLOCK_SOCKETS + textwrap.dedent("""
+    import sys
     from lorakit.cli.main import main
     sys.exit(main(["demo", sys.argv[1], "--epochs", "1"]))
 """)

@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from offline import BLOCK_SOCKETS
 
 from lorakit.errors import ModelError
 from lorakit.models.tokenizers import check_tokenizer, clip_tokenizer
@@ -51,15 +52,9 @@ def test_shipped_tokenizer_gives_open_clips_ids(kind):
     check_tokenizer(tok, vocab_size=49408, max_length=77, name="tokenizer")
 
 
-LOAD_OFFLINE = textwrap.dedent("""
-    import json, shutil, socket, sys
+LOAD_OFFLINE = BLOCK_SOCKETS + textwrap.dedent("""
+    import json, shutil, sys
     from pathlib import Path
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted: " + repr(args)[:120])
-    socket.socket.connect = refuse
-    socket.socket.connect_ex = refuse
-    socket.create_connection = refuse
-    socket.getaddrinfo = refuse
     from lorakit.models.loading import load_base
     from lorakit.models.single_file import save_single_file
     from lorakit.models.tiny import build_tiny_pipeline
