@@ -247,3 +247,84 @@ def test_import_refuses_absurd_repeats_and_caption_extensions(tmp_path):
         with pytest.raises(LorakitError, match=words):
             import_images(src, project, token="zkx", **kwargs)
     assert not any(project.dataset_dir.rglob("*.png"))
+
+
+# ---- the file system says no ---------------------------------------------------------------------------
+def _refuse_writes_under(monkeypatch, folder):
+    """Make ``folder`` read-only: for real where permissions apply, by refusing the OS calls as root."""
+    import builtins
+    import errno
+    import os
+    import tempfile
+
+    if os.geteuid() != 0:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        return
+    inside = str(folder.resolve())
+
+    def guard(fn, arg=0):
+        def refuse(*args, **kwargs):
+            target = kwargs.get("dir") if fn is tempfile.mkstemp else args[arg] if len(args) > arg else None
+            mode = args[1] if fn is builtins.open and len(args) > 1 else kwargs.get("mode", "r")
+            writes = fn is not builtins.open or any(c in str(mode) for c in "wax+")
+            if target is not None and writes and os.path.abspath(os.fspath(target)).startswith(inside):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(target))
+            return fn(*args, **kwargs)
+        return refuse
+
+    monkeypatch.setattr(os, "mkdir", guard(os.mkdir))
+    monkeypatch.setattr(tempfile, "mkstemp", guard(tempfile.mkstemp))
+    monkeypatch.setattr(builtins, "open", guard(builtins.open))
+
+
+def test_a_read_only_project_is_one_sentence_and_nothing_changes(tmp_path, monkeypatch, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    pattern(seed=1).save(src / "a.png")
+    (src / "a.txt").write_text("photo of zkx", encoding="utf-8")
+    project = Project.create(tmp_path / "proj")
+    before_src, before_proj = tree_digests(src), tree_digests(project.root)
+    _refuse_writes_under(monkeypatch, project.root)
+    for argv in (["dataset", "import", str(src), str(project.root), "--token", "zkx", "--repeats", "2"],
+                 ["config", "init", str(project.root), "--preset", "character", "--force"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: Permission denied: ") and str(project.root) in err, err
+        assert "give yourself access to it, or choose a folder of your own." in err
+        _one_sentence(err)
+    monkeypatch.undo()
+    assert tree_digests(src) == before_src and tree_digests(project.root) == before_proj
+
+
+def test_names_near_the_255_byte_limit_import_caption_and_scan(tmp_path):
+    from lorakit.dataset.captions import read_caption, write_caption
+    from lorakit.files import atomic_write_text
+
+    stem = "é" * 100 + "x" * 51  # 251 bytes in UTF-8: the longest stem whose .png and .txt still fit
+    assert len(stem.encode()) + 4 == 255
+    src = tmp_path / "src"
+    src.mkdir()
+    pattern(seed=1).save(src / f"{stem}.png")
+    project = Project.create(tmp_path / "proj")
+    report = import_images(src, project, token="zkx", repeats=2)
+    dest = project.dataset_dir / "2_zkx"
+    assert (dest / f"{stem}.png").is_file() and not report.conflicts
+    assert write_caption(dest / f"{stem}.png", "photo of zkx, red").written
+    assert read_caption(dest / f"{stem}.txt") == "photo of zkx, red"
+    assert [i.path.name for i in scan_dataset(project.dataset_dir).items] == [f"{stem}.png"]
+    atomic_write_text(tmp_path / ("y" * 255), "fits")  # the temporary name is shortened, not the file's
+    assert (tmp_path / ("y" * 255)).read_text() == "fits"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize(("code", "words"), [("ENOSPC", "the disk is full"), ("ENAMETOOLONG", "at most 255 bytes"),
+                                             ("EROFS", "mounted read-only"), ("EACCES", "give yourself access")])
+def test_file_system_errors_say_what_to_do(code, words):
+    import errno
+
+    from lorakit.cli.main import one_line
+
+    text = one_line(OSError(getattr(errno, code), "Some reason", "/proj/output/x.safetensors"))
+    assert text.startswith("Some reason: /proj/output/x.safetensors; ") and words in text
+    _one_sentence(text)

@@ -17,6 +17,7 @@ from pathlib import Path
 from lorakit.cli import config as cli_config
 from lorakit.cli import dataset as cli_dataset
 from lorakit.errors import LorakitError
+from lorakit.files import explain_os_error
 
 
 def _cmd_doctor(args) -> int:
@@ -203,8 +204,12 @@ _USER_ERRORS = (LorakitError, OSError, ValueError, RuntimeError, _safetensors_er
 
 
 def one_line(error: BaseException) -> str:
-    """The error's message (its type when it has none); file names that are not UTF-8 are printed escaped."""
-    text = str(error).strip() or type(error).__name__
+    """The error's message (its type when it has none; a file-system error with what to do); file names that are not
+    UTF-8 are printed escaped."""
+    if isinstance(error, OSError) and error.errno is not None:
+        text = explain_os_error(error)
+    else:
+        text = str(error).strip() or type(error).__name__
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
