@@ -1,1 +1,1 @@
-"""The LoRA itself: the network (peft), kohya key names, the LoRA file and its ss_* metadata, weight patching, <lora:...> prompt tags. Imports models, config and the shared modules."""
+"""The LoRA itself: the network (peft), kohya key names, the LoRA file and its ss_* metadata, weight patching, <lora:...> prompt tags, and the LoRA tools (tools/: inspect, resize, merge, extract). Imports models, config and the shared modules."""
