@@ -58,3 +58,7 @@ class TrainingError(LorakitError, RuntimeError):
 
 class ExportError(LorakitError, ValueError):
     """A LoRA that cannot be copied into the user's AUTOMATIC1111 / Forge / ComfyUI folder, with what to give."""
+
+
+class LoraToolError(LorakitError, ValueError):
+    """A LoRA inspect / resize / merge / extract request that cannot work (wrong file, rank, family), with the fix."""
