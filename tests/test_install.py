@@ -1,4 +1,5 @@
-"""pyproject.toml and environment.yml name the same packages; the package imports without ipywidgets."""
+"""pyproject.toml and environment.yml name the same packages at the same floors; the package imports without
+ipywidgets."""
 
 from __future__ import annotations
 
@@ -17,12 +18,21 @@ def _name(requirement: str) -> str:
     return re.split(r"[<>=!~;\[ ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def pyproject_packages() -> set[str]:
+def pyproject_packages(extras: set[str] | None = None) -> set[str]:
+    """The names pyproject.toml requires, with ``extras`` (None: every extra); lorakit's own [dev] -> [test,...] left out."""
     data = tomllib.loads((REPO / "pyproject.toml").read_text())
     reqs = list(data["project"]["dependencies"])
-    for extra in data["project"]["optional-dependencies"].values():
-        reqs += extra
-    return {_name(r) for r in reqs}
+    for name, extra in data["project"]["optional-dependencies"].items():
+        if extras is None or name in extras:
+            reqs += extra
+    return {_name(r) for r in reqs} - {"lorakit"}
+
+
+def environment_extras() -> set[str]:
+    """The extras of the ``-e ".[a,b]"`` line of environment.yml."""
+    m = re.search(r'- -e "\.\[([a-z,]+)\]"', (REPO / "environment.yml").read_text())
+    assert m, 'environment.yml installs lorakit with a line - -e ".[test,...]"'
+    return set(m[1].split(","))
 
 
 def environment_packages() -> set[str]:
@@ -39,11 +49,36 @@ def environment_packages() -> set[str]:
 
 
 def test_environment_yml_matches_pyproject():
-    assert pyproject_packages() == environment_packages()
+    """The same packages and floors: pyproject's dependencies, then lorakit itself with the extras it names."""
+    text = (REPO / "environment.yml").read_text()
+    core = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert environment_packages() == pyproject_packages(set()) == {_name(r) for r in core}
+    for requirement in core:  # word for word, floors included
+        assert f"- {requirement}\n" in text or f"- \"{requirement}\"\n" in text, requirement
+    assert re.search(r"^\s+- python=3\.\d+$", text, re.M), "environment.yml pins a Python (python=3.x)"
 
 
 def test_environment_yml_installs_the_package_with_extras():
-    assert '- -e ".[test]"' in (REPO / "environment.yml").read_text()
+    extras = environment_extras()
+    assert "test" in extras and extras <= set(tomllib.loads((REPO / "pyproject.toml").read_text())
+                                               ["project"]["optional-dependencies"])
+
+
+def test_doctor_checks_the_floors_pyproject_declares():
+    from lorakit.doctor import REQUIRED
+
+    core = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {_name(r): r.split(">=")[1].split(";")[0].strip() for r in core if ">=" in r}
+
+    def norm(v: str) -> tuple[int, ...]:  # '8' and '8.0' are one floor
+        parts = [int(x) for x in v.split(".")]
+        return tuple(parts + [0] * (3 - len(parts)))
+
+    assert {n: norm(floors[n]) for n in REQUIRED} == {n: norm(v) for n, v in REQUIRED.items()}
+    pinned = dict(line.split("==") for line in (REPO / "constraints" / "floors.txt").read_text().splitlines()
+                  if line and not line.startswith("#"))
+    for name, version in pinned.items():  # the tested pins are the floors, not something above them
+        assert norm(floors[name]) == norm(version), (name, version, floors[name])
 
 
 def test_every_imported_third_party_package_is_declared():

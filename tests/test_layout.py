@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lorakit"
 # and never sideways from another folder of the same layer (train and evaluate stay independent).
 LAYERS: list[set[str]] = [
     {"errors", "files"},
+    {"shipped"},
     {"config"},
     {"project"},
     {"models", "pictures"},

@@ -2,6 +2,8 @@
 
     lorakit demo [DIR]                 the whole path on the demo data and model, offline
     lorakit doctor                     setup check
+    lorakit notebooks DIR              copy the five notebooks into DIR, then: jupyter lab DIR
+    lorakit --version
     lorakit train PROJECT [--resume]   (also: accelerate launch -m lorakit train PROJECT)
     lorakit grid PROJECT [--x checkpoint] [--y strength=1.0,0.8,0.6] [--prompt "..."]
     lorakit export PROJECT [--lora FILE] [--to DIR] [--strength S]   into A1111 / Forge / ComfyUI
@@ -14,8 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from lorakit import __version__
 from lorakit.cli import config as cli_config
 from lorakit.cli import dataset as cli_dataset
+from lorakit.cli import lora as cli_lora
+from lorakit.cli import notebooks as cli_notebooks
 from lorakit.errors import LorakitError
 from lorakit.files import explain_os_error
 
@@ -36,7 +41,8 @@ def _cmd_demo(args) -> int:
     result = run_demo(args.dir, epochs=args.epochs)
     print(f"LoRA: {result['lora']}")
     print(f"grid: {result['grid']}")
-    print(f"Open the notebooks: jupyter lab notebooks/   (set LORAKIT_PROJECT={result['project']} to continue there)")
+    print(f"The notebooks: lorakit notebooks DIR, then jupyter lab DIR   "
+          f"(set LORAKIT_PROJECT={result['project']} to continue there)")
     return 0
 
 
@@ -125,6 +131,7 @@ DOWNLOAD_HELP = "let a hub id as base model download from the Hugging Face hub (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lorakit", description="Train a LoRA on your own images, offline.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"lorakit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("doctor", help="check GPU, memory, disk, libraries and the base model")
@@ -175,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- more commands: each issue's module adds its own below this line (register(sub)) ----
     cli_dataset.register(sub)
     cli_config.register(sub)
+    cli_lora.register(sub)
+    cli_notebooks.register(sub)
     return parser
 
 
