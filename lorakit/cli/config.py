@@ -1,6 +1,6 @@
 """`lorakit config ...`: check, explain, import and export training configs.
 
-    lorakit config check my-project/lorakit.toml
+    lorakit config check my-project/lorakit.toml [--vram 8]   # + the GPU memory it needs (lorakit.train.memory)
     lorakit config show [--section optimizer]
     lorakit config import-kohya settings.json -o my-project/lorakit.toml
     lorakit config export-kohya my-project/lorakit.toml -o kohya.json
@@ -22,6 +22,10 @@ def _cmd_check(args) -> int:
     print(f"{args.file}: OK ({sum(1 for _ in iter_fields(cfg))} settings)")
     for line in advice(cfg):
         print(f"  note: {line}")
+    from lorakit.train.memory import GB, report
+
+    for line in report(cfg, int(args.vram * GB) if args.vram else None):
+        print(line)
     return 0
 
 
@@ -119,6 +123,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("check", help="validate a lorakit.toml and print advice")
     p.add_argument("file", type=Path)
+    p.add_argument("--vram", type=float, metavar="GB",
+                   help="compare the memory estimate with a card of this many GB (default: this machine's GPU)")
     p.set_defaults(func=_cmd_check)
 
     p = cmds.add_parser("show", help="every setting with its explanation (defaults, or the values in FILE)")

@@ -11,6 +11,7 @@ next cells call too: a headless run never clicks.
 from __future__ import annotations
 
 import html
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ SECTION_TITLES = {
     "training": "Training: epochs, batch, precision, noise, seed",
     "saving": "Saving checkpoints",
     "sampling": "Sample images during training",
+    "validation": "Validation loss on held-out images",
 }
 KINDS = [("(say what, for step advice)", ""), ("a character, person or object", "character"), ("a style", "style")]
 _WIDE = widgets.Layout(width="420px")
@@ -95,12 +97,24 @@ def lr_figure(cfg: TrainConfig, total_steps: int, steps_per_epoch: int = 0):
     return fig
 
 
+def memory_html(lines: list[str]) -> str:
+    """lorakit.train.memory.report's lines as HTML: the first in bold (red when it does not fit), the rest below."""
+    if not lines:
+        return ""
+    color = "#cf222e" if "does not fit" in lines[0] else "#1a7f37"
+    rest = "".join(f"<div style='color:#57606a'>{html.escape(x.strip())}</div>" for x in lines[1:])
+    return f"<b style='color:{color}'>GPU {html.escape(lines[0])}</b>{rest}"
+
+
 class HyperparameterForm:
     """Widgets for every TrainConfig setting, grouped by section, plus presets, kohya import, steps and LR preview."""
 
-    def __init__(self, cfg: TrainConfig | None = None, project=None, kind: str = ""):
+    def __init__(self, cfg: TrainConfig | None = None, project=None, kind: str = "", live_memory: bool = False):
         self.project = project
         self.kind = kind
+        self.live_memory = live_memory  # re-estimate the GPU memory (in the background) as the form changes
+        self._memory_timer: threading.Timer | None = None
+        self._memory_lock = threading.Lock()
         self.fields: dict[str, tuple[widgets.Widget, Any]] = {}  # "section.name" -> (widget, default)
         sections = {}
         cfg = cfg or TrainConfig()
@@ -114,11 +128,12 @@ class HyperparameterForm:
         self.sections = widgets.Accordion(children=[widgets.VBox(sections[s]) for s in SECTIONS],
                                           titles=tuple(SECTION_TITLES[s] for s in SECTIONS))
         self.status = widgets.HTML()
+        self.memory_out = widgets.HTML()
         self.report = widgets.HTML()
         self.steps_out = widgets.HTML()
         self.plot_out = widgets.Output()
         self.widget = widgets.VBox([self._preset_box(), self._kohya_box(), self.sections, self.status,
-                                    self._actions_box(), self.steps_out, self.plot_out])
+                                    self.memory_out, self._actions_box(), self.steps_out, self.plot_out])
         self._on_change()
 
     # ---- the parts of the form -------------------------------------------------------------------------
@@ -215,6 +230,31 @@ class HyperparameterForm:
         plt.close(fig)
         return plan
 
+    def memory(self, budget_bytes: int | None = None) -> str:
+        """Show (and return) what this setting needs on the GPU: 'needs about X GB of your Y GB', and the fixes."""
+        from lorakit.train.memory import report
+
+        with self._memory_lock:  # one estimate at a time (they are cached per setting)
+            lines = report(self.value(), budget_bytes)
+        self.memory_out.value = memory_html(lines)
+        return "\n".join(lines)
+
+    def _schedule_memory(self, delay: float = 1.0) -> None:
+        """Re-estimate once the form has been still for ``delay`` seconds, off the kernel's thread."""
+        if self._memory_timer is not None:
+            self._memory_timer.cancel()
+        self.memory_out.value = "<i style='color:#57606a'>estimating GPU memory…</i>"
+
+        def run() -> None:
+            try:
+                self.memory()
+            except Exception as e:  # noqa: BLE001 - a failed estimate must not break the form
+                self.memory_out.value = f"<i>memory estimate unavailable: {html.escape(str(e))}</i>"
+
+        self._memory_timer = threading.Timer(delay, run)
+        self._memory_timer.daemon = True
+        self._memory_timer.start()
+
     def save(self, path: str | Path | None = None) -> Path:
         """Write the form's config as TOML (default: the project's lorakit.toml)."""
         if path is None:
@@ -231,6 +271,8 @@ class HyperparameterForm:
             self._say(str(e), ok=False)
             return
         body = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+        if self.live_memory:
+            self._schedule_memory()
         self.status.value = "<b style='color:#1a7f37'>✔ valid</b>" + (f"<ul style='color:#9a6700'>{body}</ul>"
                                                                         if body else "")
 
