@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lorakit.dataset.masks import is_mask_file
 from lorakit.dataset.scan import IMAGE_EXTENSIONS, read_caption
 from lorakit.errors import DatasetError
 from lorakit.files import atomic_write_text
@@ -58,7 +59,7 @@ def image_files(folder: str | Path) -> list[Path]:
     """Training images under ``folder`` (recursively; hidden files and backups skipped)."""
     folder = Path(folder)
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not any(part.startswith(".") or part in (BACKUP_DIR, "uncropped")
+                  and not is_mask_file(p) and not any(part.startswith(".") or part in (BACKUP_DIR, "uncropped")
                               for part in p.relative_to(folder).parts))
 
 

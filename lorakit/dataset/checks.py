@@ -13,6 +13,7 @@ missing/empty/non-UTF-8 captions. Files are only ever opened for reading.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+import PIL
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError, features
 
+from lorakit.dataset.masks import has_alpha, inspect_mask, is_mask_file
 from lorakit.dataset.scan import (
     IMAGE_EXTENSIONS,
     folder_problem,
@@ -34,8 +37,10 @@ from lorakit.dataset.scan import (
 from lorakit.errors import DatasetError
 from lorakit.files import printable
 
-# still images Pillow reads that training ignores until imported (import converts them to PNG)
-CONVERTIBLE_EXTENSIONS = (".gif", ".tif", ".tiff")
+# phone photos: HEIC/HEIF need pillow-heif, AVIF a Pillow with AVIF (11.3+): the extra lorakit[heif] brings both
+PHONE_EXTENSIONS = (".heic", ".heif", ".avif")
+# still images Pillow reads that training ignores until imported (import converts them: PNG, phone photos JPEG)
+CONVERTIBLE_EXTENSIONS = (".gif", ".tif", ".tiff") + PHONE_EXTENSIONS
 SKIPPED_DIRS = ("captions-backup", "uncropped")
 ERROR, WARN, OK = "error", "warn", "ok"
 
@@ -67,6 +72,7 @@ class ImageInfo:
     format: str = ""
     frames: int = 1
     orientation: int = 1
+    alpha: bool = False  # transparency: kept by import, the image's loss mask (masks.py)
     problem: Issue | None = None
 
 
@@ -78,6 +84,7 @@ class FileCheck:
     phash: str = ""
     issues: list[Issue] = field(default_factory=list)
     thumb: Image.Image | None = field(default=None, repr=False, compare=False)
+    mask: str = ""  # "" (no mask) or what masks.MaskInfo.describe says: "mask: alpha channel, 40% learnt"
 
     @property
     def status(self) -> str:
@@ -89,7 +96,7 @@ class FileCheck:
         return {"file": _rel(self.path, root), "status": self.status,
                 "width": self.size[0], "height": self.size[1],
                 "sharpness": None if self.sharpness is None else round(self.sharpness, 1),
-                "issues": [asdict(i) for i in self.issues]}
+                "issues": [asdict(i) for i in self.issues], "mask": self.mask}
 
 
 @dataclass
@@ -117,8 +124,10 @@ class CheckReport:
 
     def summary(self) -> str:
         flagged = ", ".join(f"{n} {code}" for code, n in self.counts().items()) or "nothing"
+        masked = [f for f in self.files if f.mask]
+        masks = f" {len(masked)} of {len(self.files)} have a loss mask." if masked else ""
         return (f"{len(self.files)} files checked in {self.seconds:.2f}s: {len(self.errors)} unusable, "
-                f"flagged: {flagged}. Thresholds: {self.thresholds()}")
+                f"flagged: {flagged}.{masks} Thresholds: {self.thresholds()}")
 
     def thresholds(self) -> str:
         s = self.settings
@@ -140,6 +149,7 @@ class CheckReport:
             size = f"{f.size[0]}×{f.size[1]}" if f.size != (0, 0) else "-"
             sharp = f"{f.sharpness:.0f}" if f.sharpness is not None else "-"
             reasons = "; ".join(i.message for i in f.issues) or "ok"
+            reasons += f" [{f.mask}]" if f.mask else ""
             lines.append(printable(f"{_rel(f.path, self.root):<40} {size:>11} {sharp:>7}  {f.status:<6} {reasons}"))
         lines.append(self.summary())
         return "\n".join(lines)
@@ -156,11 +166,15 @@ def inspect_image(path: Path, max_megapixels: float = 120.0,
     if path.stat().st_size == 0:
         info.problem = Issue("empty", ERROR, "empty file (0 bytes)")
         return info, None
+    missing = phone_format_problem(path)
+    if missing:
+        info.problem = Issue("needs-extra", ERROR, missing)
+        return info, None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                info.mode, info.format = im.mode, im.format or ""
+                info.mode, info.format, info.alpha = im.mode, im.format or "", has_alpha(im)
                 info.frames = getattr(im, "n_frames", 1)
                 w, h = im.size
                 if w * h > max_megapixels * 1e6:
@@ -185,8 +199,50 @@ def inspect_image(path: Path, max_megapixels: float = 120.0,
     return info, None
 
 
+@functools.cache
+def heif_opener() -> bool:
+    """Whether Pillow reads HEIC/HEIF here: pillow-heif installed, its opener registered (once)."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+def avif_reader() -> bool:
+    """Whether Pillow reads AVIF here (built in since Pillow 11.3; older pillow-heif releases also read it)."""
+    if features.check("avif"):
+        return True
+    try:
+        from pillow_heif import register_avif_opener  # pillow-heif < 1.0 only
+    except ImportError:
+        return False
+    register_avif_opener()
+    return True
+
+
+def phone_format_problem(path: Path) -> str | None:
+    """What to install to read ``path`` (a .heic/.heif/.avif photo), or None when this Pillow reads it."""
+    suffix = path.suffix.lower()
+    if suffix in (".heic", ".heif") and not heif_opener():
+        return (f"{suffix[1:].upper()} photo (as phones save them) and pillow-heif is not installed: "
+                'pip install "lorakit[heif]", then import again')
+    if suffix == ".avif" and not avif_reader():
+        return (f"AVIF photo and this Pillow ({PIL.__version__}) cannot read AVIF: "
+                'pip install "lorakit[heif]" (Pillow 11.3 or newer), then import again')
+    return None
+
+
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
+
+
 def _not_an_image_reason(path: Path) -> str:
     head = path.read_bytes()[:64]
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        kind = "AVIF" if head[8:12] in (b"avif", b"avis") else "HEIC"
+        return (f"a {kind} photo under a {path.suffix or 'missing'} extension: rename it to "
+                f"{path.stem}.{kind.lower()} (with lorakit[heif] installed), then import again")
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -200,6 +256,15 @@ def load_upright(path: Path) -> Image.Image:
     """``path`` as upright 8-bit RGB (EXIF rotation applied), as the trainer sees it."""
     with Image.open(path) as im:
         return to_rgb(ImageOps.exif_transpose(im))
+
+
+def load_upright_rgba(path: Path) -> Image.Image:
+    """``path`` upright (EXIF rotation applied) as 8-bit RGBA: its transparency kept (import's form of an alpha image)."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        rgba = im.convert("RGBA") if im.mode not in ("I;16", "I;16B", "I;16L", "I", "F") else to_rgb(im).convert("RGBA")
+        rgba.load()
+        return rgba
 
 
 def to_rgb(im: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
@@ -293,8 +358,8 @@ def dataset_files(root: Path) -> list[Path]:
         rel = p.relative_to(root).parts
         if any(part.startswith(".") or part in SKIPPED_DIRS for part in rel) or not p.is_file():
             continue
-        if p.suffix.lower() in IMAGE_EXTENSIONS + CONVERTIBLE_EXTENSIONS:
-            found.append(p)
+        if p.suffix.lower() in IMAGE_EXTENSIONS + CONVERTIBLE_EXTENSIONS and not is_mask_file(p):
+            found.append(p)  # a mask file is checked with its image (check_file)
     return found
 
 
@@ -326,11 +391,13 @@ def check_file(path: Path, settings: CheckSettings, root: Path | None = None) ->
     if rgb is None:
         return fc, None
     fc.issues += caption_issues(path, settings.caption_extension, root)
+    fc.issues += mask_issues(fc, path)
     fc.size = info.size
     if info.frames > 1:
         fc.issues.append(Issue("animated", WARN, f"animated ({info.frames} frames): only the first frame is used"))
     if path.suffix.lower() in CONVERTIBLE_EXTENSIONS:
-        fc.issues.append(Issue("format", WARN, f"{path.suffix} is not read by training: import converts it to PNG"))
+        to = "JPEG" if path.suffix.lower() in PHONE_EXTENSIONS else "PNG"
+        fc.issues.append(Issue("format", WARN, f"{path.suffix} is not read by training: import converts it to {to}"))
     w, h = info.size
     if w * h < settings.resolution ** 2:
         fc.issues.append(Issue("small", WARN, f"too small: {w}×{h} has fewer pixels than {settings.resolution}²; "
@@ -344,6 +411,19 @@ def check_file(path: Path, settings: CheckSettings, root: Path | None = None) ->
     fc.thumb = rgb.copy()
     fc.thumb.thumbnail((160, 160))
     return fc, digest
+
+
+def mask_issues(fc: FileCheck, path: Path) -> list[Issue]:
+    """Sets ``fc.mask`` from the image's mask (alpha channel or mask file); an unreadable one is an error."""
+    mask = inspect_mask(path)
+    fc.mask = mask.describe() if mask.source is not None else ""
+    if mask.problem:
+        return [Issue("mask", ERROR, mask.problem)]
+    if mask.note:
+        return [Issue("mask-size", WARN, mask.note)]
+    if mask.source is not None and mask.coverage == 0:
+        return [Issue("mask-empty", WARN, "its mask is all black: with data.masked_loss nothing of it is learnt")]
+    return []
 
 
 def caption_issues(image: Path, extension: str = ".txt", root: Path | None = None) -> list[Issue]:

@@ -8,7 +8,9 @@
 A plain folder goes to ``dataset/<repeats>_<token>/``; a kohya layout (``<repeats>_<token>/`` subfolders) keeps
 each folder's repeats and token unless ``token``/``repeats`` are given. Images that need no change are copied
 byte for byte; the others are rewritten with EXIF rotation applied and in 8-bit RGB, with a note saying why.
-Captions (same-named .txt) come along. Files already in the project are kept, so importing twice is harmless.
+Transparency is kept (an RGBA PNG): it is the image's loss mask (``data.masked_loss``, masks.py), and training
+shows the pixels flattened onto white as before. Captions (same-named .txt) and mask files (``<stem>_mask.png``
+or ``masks/<stem>.png``, stored as ``<stem>_mask.png``) come along. Files already in the project are kept, so importing twice is harmless.
 
 Only regular files are copied: links are skipped and listed (``report.links``), or with ``follow_links=True``
 followed when they stay inside the source folder. A stem the project already has under another name (``a.jpg``
@@ -22,7 +24,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorakit.dataset.checks import CONVERTIBLE_EXTENSIONS, inspect_image
+from lorakit.dataset.checks import CONVERTIBLE_EXTENSIONS, PHONE_EXTENSIONS, inspect_image, load_upright_rgba
+from lorakit.dataset.masks import MASK_DIR, MASK_SUFFIX, is_mask_file, mask_file
 from lorakit.dataset.scan import (
     IMAGE_EXTENSIONS,
     MAX_REPEATS,
@@ -36,9 +39,11 @@ from lorakit.files import atomic_path, atomic_write_text, printable
 from lorakit.project import Project
 
 IMPORTABLE = IMAGE_EXTENSIONS + CONVERTIBLE_EXTENSIONS
+JPEG_KIN = (".jpg", ".jpeg") + PHONE_EXTENSIONS  # rewritten as JPEG (quality 95): phone photos stay photo-sized
 MODE_NOTES = {
-    "RGBA": "RGBA → RGB (transparency flattened onto white)",
-    "LA": "grey + alpha → RGB (transparency flattened onto white)",
+    "RGBA": "RGBA → PNG, transparency kept (the loss mask with data.masked_loss)",
+    "LA": "grey + alpha → RGBA PNG, transparency kept (the loss mask with data.masked_loss)",
+    "PA": "palette + alpha → RGBA PNG, transparency kept (the loss mask with data.masked_loss)",
     "P": "palette → RGB",
     "L": "greyscale → RGB",
     "1": "1-bit → RGB",
@@ -111,8 +116,8 @@ def source_images(folder: Path, links: list[tuple[Path, str]] | None = None, fol
     """
     out = []
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.suffix.lower() not in IMPORTABLE:
-            continue
+        if p.name.startswith(".") or p.suffix.lower() not in IMPORTABLE or is_mask_file(p):
+            continue  # a mask comes along with its image (import_one)
         if p.is_symlink():
             why = _link_refusal(p, root or folder, follow_links)
             if why:
@@ -182,7 +187,8 @@ def import_images(src: str | Path, project: Project, token: str | None = None, r
     if not kohya:
         report.skipped += [(d, "a subfolder: not imported (import it on its own, or name it <repeats>_<token>)")
                            for d in sorted(src.iterdir())
-                           if d.is_dir() and not d.is_symlink() and not d.name.startswith(".")]
+                           if d.is_dir() and not d.is_symlink() and not d.name.startswith(".")
+                           and d.name != MASK_DIR]
     for files, dest in plan:
         if os.path.lexists(dest) and (dest.is_symlink() or not dest.is_dir()):
             raise DatasetError(f"{dest} exists and is not a folder: move it aside, then import again.")
@@ -211,8 +217,11 @@ def import_one(src: Path, dest_dir: Path, report: ImportReport, caption_extensio
     if info.frames > 1:
         report.skipped.append((src, f"animated ({info.frames} frames): save the frame you want as a PNG"))
         return
-    notes = conversion_notes(src, info.mode, info.orientation)
-    ext = src.suffix.lower() if not notes else (".jpg" if src.suffix.lower() in (".jpg", ".jpeg") else ".png")
+    alpha = info.alpha
+    notes = conversion_notes(src, info.mode, info.orientation, alpha)
+    if info.format in ("HEIF", "AVIF") and src.suffix.lower() not in PHONE_EXTENSIONS:  # training could not read it
+        notes.append(f"{info.format} photo under a {src.suffix} name: rewritten")
+    ext = src.suffix.lower() if not notes else (".jpg" if src.suffix.lower() in JPEG_KIN else ".png")
     dest = dest_dir / (src.stem + ext)
     caption_dest = dest_dir / (src.stem + caption_extension)
     there = same_stem(dest_dir, src.stem)
@@ -225,25 +234,48 @@ def import_one(src: Path, dest_dir: Path, report: ImportReport, caption_extensio
         report.kept.append(dest)
     else:
         with atomic_path(dest) as tmp:
-            if notes:
+            if notes and alpha:  # the transparency is the loss mask: kept
+                load_upright_rgba(src).save(tmp, format="PNG")
+            elif notes:
                 assert rgb is not None
                 rgb.save(tmp, format="JPEG" if ext == ".jpg" else "PNG", **({"quality": 95} if ext == ".jpg" else {}))
             else:
                 shutil.copyfile(src, tmp)
         report.copied.append(Imported(src, dest, notes))
+    copy_mask(src, dest, report)
     copy_caption(src, dest_dir, report, caption_extension, follow_links=follow_links, root=root)
 
 
-def conversion_notes(src: Path, mode: str, orientation: int) -> list[str]:
+def conversion_notes(src: Path, mode: str, orientation: int, alpha: bool = False) -> list[str]:
     """Why ``src`` cannot be copied as it is (empty: a byte-for-byte copy is fine)."""
     notes = []
     if orientation not in (0, 1):
         notes.append(f"rotated upright (EXIF orientation {orientation})")
-    if mode != "RGB":
+    if alpha and not (mode == "RGBA" and src.suffix.lower() in (".png", ".webp")):
+        notes.append(MODE_NOTES[mode] if mode in ("RGBA", "LA", "PA") else
+                     f"{mode} with transparency → RGBA PNG, transparency kept (the loss mask with data.masked_loss)")
+    elif mode not in ("RGB", "RGBA"):
         notes.append(MODE_NOTES.get(mode, f"{mode} → RGB"))
     if src.suffix.lower() in CONVERTIBLE_EXTENSIONS:
-        notes.append(f"{src.suffix.lower()} → .png (training reads png/jpg/webp/bmp)")
+        to = ".jpg" if src.suffix.lower() in JPEG_KIN else ".png"
+        notes.append(f"{src.suffix.lower()} → {to} (training reads png/jpg/webp/bmp)")
     return notes
+
+
+def copy_mask(src: Path, dest: Path, report: ImportReport) -> None:
+    """Copy ``src``'s mask file (``a_mask.png`` or ``masks/a.png``) as ``<dest stem>_mask.png``, unless one is there."""
+    mask = mask_file(src)
+    target = dest.with_name(dest.stem + MASK_SUFFIX + ".png")
+    if mask is None or os.path.lexists(target) or mask.is_symlink():
+        return
+    try:
+        with atomic_path(target) as tmp:
+            if mask.suffix.lower() == ".png":
+                shutil.copyfile(mask, tmp)
+            else:
+                load_upright_rgba(mask).convert("L").save(tmp, format="PNG")
+    except Exception as e:  # the image is imported; its mask is reported
+        report.skipped.append((mask, f"mask not copied ({type(e).__name__}: {e})"))
 
 
 def copy_caption(src: Path, dest_dir: Path, report: ImportReport, caption_extension: str = ".txt",

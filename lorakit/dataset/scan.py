@@ -20,10 +20,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from lorakit.dataset.masks import cover_crop, has_alpha, is_mask_file, latent_mask, mask_file
 from lorakit.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-SKIPPED_EXTENSIONS = (".gif", ".tif", ".tiff")  # Pillow reads them, training does not: import converts them
+SKIPPED_EXTENSIONS = (".gif", ".tif", ".tiff",  # Pillow reads them, training does not: import converts them
+                      ".heic", ".heif", ".avif")  # phone photos (with lorakit[heif])
 
 
 
@@ -37,6 +39,8 @@ class ImageItem:
     size: tuple[int, int] = (0, 0)  # width, height (after EXIF rotation)
     bucket: tuple[int, int] = (0, 0)  # width, height of its bucket
     folder: str = ""
+    mask: Path | None = None  # its loss mask: a mask file, the image itself (alpha channel), or None (masks.py)
+    alpha: bool = False  # the image has transparency: trained flattened onto white, as import used to store it
 
 
 @dataclass
@@ -110,6 +114,11 @@ def image_size(path: Path) -> tuple[int, int]:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
+def image_has_alpha(path: Path) -> bool:
+    with Image.open(path) as im:
+        return has_alpha(im)
+
+
 def scan_dataset(root: str | Path, caption_extension: str = ".txt", is_reg: bool = False,
                  repeats_override: int = 0) -> ScanResult:
     """Every image under ``root``'s ``<repeats>_<token>`` folders, with its caption (or the token if none)."""
@@ -137,7 +146,7 @@ def scan_dataset(root: str | Path, caption_extension: str = ".txt", is_reg: bool
                 result.problems.append(f"{path}: training reads {', '.join(IMAGE_EXTENSIONS)} only: skipped "
                                        "(`lorakit dataset import` converts it to .png)")
                 continue
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if path.suffix.lower() not in IMAGE_EXTENSIONS or is_mask_file(path):
                 continue
             why = link_problem(path, root)
             if why:
@@ -154,11 +163,13 @@ def scan_dataset(root: str | Path, caption_extension: str = ".txt", is_reg: bool
                 result.caption_errors.append(str(e))
                 continue
             try:
-                size = image_size(path)
+                size, alpha = image_size(path), image_has_alpha(path)
             except Exception as e:  # a broken file is reported, never crashes the scan
                 result.problems.append(f"{path}: unreadable image ({type(e).__name__}: {e}): skipped")
                 continue
-            result.items.append(ImageItem(path, caption, repeats, is_reg, size, folder=folder.name))
+            mask = mask_file(path) or (path if alpha else None)
+            result.items.append(ImageItem(path, caption, repeats, is_reg, size, folder=folder.name, mask=mask,
+                                          alpha=alpha))
     if not result.items and not is_reg:
         raise DatasetError(f"No images found in {root}/<repeats>_<token>/ folders ({', '.join(IMAGE_EXTENSIONS)}).")
     return result
@@ -235,16 +246,15 @@ def assign_buckets(items: list[ImageItem], resolution: int, enable: bool = True,
 
 
 def load_image_for_bucket(path: Path, bucket: tuple[int, int]) -> Image.Image:
-    """Open, apply EXIF rotation, convert to RGB, resize to cover the bucket and center-crop to it."""
+    """Open, apply EXIF rotation, convert to RGB (transparency onto white), resize to cover the bucket, center-crop."""
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
+        if has_alpha(im):  # the alpha channel is the loss mask (masks.py); the pixels train as import shows them
+            rgba = im.convert("RGBA")
+            im = Image.new("RGB", rgba.size, (255, 255, 255))
+            im.paste(rgba, mask=rgba.getchannel("A"))
         im = im.convert("RGB")
-    bw, bh = bucket
-    scale = max(bw / im.width, bh / im.height)
-    nw, nh = max(bw, round(im.width * scale)), max(bh, round(im.height * scale))
-    im = im.resize((nw, nh), Image.Resampling.LANCZOS)
-    left, top = (nw - bw) // 2, (nh - bh) // 2
-    return im.crop((left, top, left + bw, top + bh))
+    return cover_crop(im, bucket, Image.Resampling.LANCZOS)
 
 
 def to_tensor(im: Image.Image) -> torch.Tensor:
@@ -285,7 +295,29 @@ class LatentCache:
         self.hits = self.misses = 0
 
     def key(self, item: ImageItem, flip: bool) -> str:
-        return f"{file_digest(item.path)}-{self.vae_id}-{item.bucket[0]}x{item.bucket[1]}{'-flip' if flip else ''}"
+        white = "-onwhite" if item.alpha else ""  # transparency flattened onto white (older caches: not)
+        return (f"{file_digest(item.path)}-{self.vae_id}-{item.bucket[0]}x{item.bucket[1]}{white}"
+                f"{'-flip' if flip else ''}")
+
+    @torch.no_grad()
+    def mask(self, item: ImageItem, flip: bool = False) -> torch.Tensor:
+        """The loss mask on the latent grid, (1, h, w): cached beside the latents, keyed by them and the mask file."""
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if item.mask is None:
+            return torch.ones(1, item.bucket[1] // factor, item.bucket[0] // factor)
+        key = f"{self.key(item, flip)}-mask-{file_digest(item.mask)}"
+        if key not in self.memory:
+            disk = self.disk_dir / f"{key}.pt" if self.disk_dir else None
+            if disk is not None and disk.is_file():
+                self.memory[key] = torch.load(disk, map_location="cpu", weights_only=True)
+            else:
+                self.memory[key] = latent_mask(item.path, item.mask, item.bucket, factor, flip)
+                if disk is not None and self.write:
+                    from lorakit.files import atomic_path
+
+                    with atomic_path(disk) as tmp:
+                        torch.save(self.memory[key], tmp)
+        return self.memory[key]
 
     @torch.no_grad()
     def get(self, item: ImageItem, flip: bool = False) -> torch.Tensor:

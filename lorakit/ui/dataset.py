@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ipywidgets as widgets
+import numpy as np
 from PIL import Image
 
 from lorakit.config.schema import TrainConfig
@@ -44,9 +45,17 @@ from lorakit.dataset.crop import (
     preview_box,
 )
 from lorakit.dataset.importing import ImportReport, import_images
+from lorakit.dataset.masks import (
+    background_mask,
+    inspect_mask,
+    masked_preview,
+    rectangle_mask,
+    save_mask,
+)
 from lorakit.dataset.scan import image_size
 from lorakit.demo.recipe import DEMO_DATA, demo_config
 from lorakit.demo.toyworld import tokenizer_words
+from lorakit.errors import DatasetError
 from lorakit.project import Project
 
 _STYLE = {"description_width": "150px"}
@@ -245,6 +254,95 @@ class CropHelper:
             out = crop_in_project(self.project, self.image.value, box)
             message = f"cropped {out.name} to {box.size[0]}×{box.size[1]} (uncropped copy in {self.project.root / 'uncropped'})"
             self.refresh()
+        self.status.value = html.escape(message)
+        return message
+
+
+# ---- masks -------------------------------------------------------------------------------------------
+class MaskHelper:
+    """Image and mask side by side; make a mask from a rectangle or from 'everything but the background colour'.
+
+    ``apply()`` writes ``<name>_mask.png`` beside the image (an existing one only with *overwrite*);
+    ``set_masked_loss()`` writes the *learn only the subject* toggle into lorakit.toml (data.masked_loss).
+    """
+
+    def __init__(self, project: Project, images: list[Path], masked_loss: bool = False):
+        self.project, self.images = project, images
+        self.image = widgets.Dropdown(options=[(p.name, p) for p in images], description="image", style=_STYLE)
+        self.mode = widgets.ToggleButtons(options=["show", "rectangle", "background"], value="show",
+                                          description="make a mask")
+        self.tolerance = widgets.IntSlider(value=24, min=0, max=128, description="colour tolerance", style=_STYLE)
+        sliders = {"left": 0.0, "top": 0.0, "width": 1.0, "height": 1.0}
+        self.sliders = {k: widgets.FloatSlider(value=v, min=0, max=1, step=0.01, description=k, style=_STYLE)
+                        for k, v in sliders.items()}
+        self.overwrite = widgets.Checkbox(value=False, description="overwrite an existing mask")
+        self.masked_loss = widgets.Checkbox(value=masked_loss, description="learn only the subject (masked loss)")
+        self.preview = widgets.Image(format="png")
+        self.status = widgets.HTML()
+        button = widgets.Button(description="save mask")
+        button.on_click(lambda _: self.apply())
+        self.masked_loss.observe(lambda _: self.set_masked_loss(), names="value")
+        for w in (self.image, self.mode, self.tolerance, *self.sliders.values()):
+            w.observe(lambda _: self.refresh(), names="value")
+        controls = widgets.VBox([self.image, self.mode, self.tolerance, *self.sliders.values(), self.overwrite,
+                                 button, self.masked_loss, self.status])
+        self.widget = widgets.HBox([controls, self.preview])
+        self.refresh()
+
+    def proposed(self) -> Image.Image | None:
+        """The mask the controls describe (None in 'show' mode)."""
+        path = self.image.value
+        if path is None or self.mode.value == "show":
+            return None
+        im = load_upright(path)
+        if self.mode.value == "background":
+            return background_mask(im, self.tolerance.value)
+        s = {k: w.value for k, w in self.sliders.items()}
+        box = box_from_fractions(im.size, s["left"], s["top"], s["width"], s["height"])
+        return rectangle_mask(im.size, (box.left, box.top, box.right, box.bottom))
+
+    def refresh(self) -> None:
+        path = self.image.value
+        if path is None:
+            return
+        try:
+            mask = self.proposed()
+            if mask is None:
+                info = inspect_mask(path)
+                self.preview.value = png(masked_preview(path, info.source))
+                self.status.value = html.escape(info.problem or info.describe())
+            else:
+                self.preview.value = png(masked_preview(path, mask))
+                self.status.value = html.escape(f"proposed mask: {np.asarray(mask).mean() / 255:.0%} learnt")
+        except Exception as e:  # a broken file: say so, keep the form alive
+            self.status.value = html.escape(f"{path.name}: {type(e).__name__}: {e}")
+
+    def apply(self) -> str:
+        """Save the proposed mask as <name>_mask.png (nothing in 'show' mode)."""
+        mask = self.proposed()
+        if mask is None:
+            message = "no mask written (choose 'rectangle' or 'background')"
+        else:
+            try:
+                message = f"wrote {save_mask(self.image.value, mask, overwrite=self.overwrite.value)}"
+            except DatasetError as e:
+                message = str(e)
+            self.mode.value = "show"  # show what is on disk now
+            self.refresh()
+        self.status.value = html.escape(message)
+        return message
+
+    def set_masked_loss(self) -> str:
+        """Write the toggle into the project's lorakit.toml (data.masked_loss); without one, notebook 02 asks."""
+        value = self.masked_loss.value
+        if not self.project.config_path.is_file():
+            message = f"data.masked_loss = {value}: set it in notebook 02 (it writes lorakit.toml)"
+        else:
+            cfg = self.project.load_config()
+            if cfg.data.masked_loss != value:
+                cfg.data.masked_loss = value
+                cfg.save(self.project.config_path)
+            message = f"data.masked_loss = {value} in {self.project.config_path}"
         self.status.value = html.escape(message)
         return message
 
