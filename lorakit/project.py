@@ -88,6 +88,11 @@ class Project:
     def cache_dir(self) -> Path:
         return self.root / "cache"
 
+    @property
+    def validation_log(self) -> Path:
+        """The validation loss of each run, one JSON row per evaluation (train/validation.py writes it)."""
+        return self.logs_dir / "validation.jsonl"
+
     # ---- what the steps produced ---------------------------------------------------------------------
     def load_config(self) -> TrainConfig:
         if not self.config_path.is_file():
@@ -106,7 +111,10 @@ class Project:
             files = [f for f in files if f.stem == name or f.stem.startswith(name + "-")]
         numbered = [f for f in files if _suffix_number(f.stem) is not None]
         final = [f for f in files if _suffix_number(f.stem) is None]
-        return sorted(numbered, key=lambda f: (_suffix_number(f.stem), f.name)) + final
+        # an EMA file (name-000004-ema) right after the raw one it shadows
+        variant = lambda f: (raw_stem(f.stem), f.stem.endswith(EMA_SUFFIX))  # noqa: E731
+        return (sorted(numbered, key=lambda f: (_suffix_number(f.stem), *variant(f)))
+                + sorted(final, key=variant))
 
     def grids(self) -> list[Path]:
         return sorted(self.grids_dir.glob("*.png"))
@@ -154,8 +162,16 @@ class Project:
                     self.lock_path.unlink()
 
 
+EMA_SUFFIX = "-ema"  # name-000004-ema.safetensors: the EMA weights saved beside name-000004 (train/ema.py)
+
+
+def raw_stem(stem: str) -> str:
+    """A checkpoint's stem without its EMA suffix: 'lora-000004-ema' -> 'lora-000004'."""
+    return stem.removesuffix(EMA_SUFFIX)
+
+
 def _suffix_number(stem: str) -> int | None:
-    head, _, tail = stem.rpartition("-")
+    head, _, tail = raw_stem(stem).rpartition("-")
     return int(tail) if head and tail.isdigit() else None
 
 

@@ -91,7 +91,8 @@ def test_each_family_trains_and_its_file_loads_in_diffusers(models, tmp_path, mo
 
     sd = load_file(result.final)
     groups = {k.rsplit(".", 1)[0] for k in sd if k.endswith(".alpha")}
-    base.pipe.load_lora_weights(str(result.final), adapter_name="check")
+    # folder + weight_name: diffusers before 0.40 refuses a bare file path offline (the floors run)
+    base.pipe.load_lora_weights(str(result.final.parent), weight_name=result.final.name, adapter_name="check")
     try:
         parts = [("lora_unet", base.unet)] + list(zip(base.family.te_prefixes(), base.text_encoders, strict=True))
         applied = {}

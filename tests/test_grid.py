@@ -249,7 +249,8 @@ def test_toy_scores_pick_the_best_checkpoint_and_strength():
     assert "<- best" in choices_table(choices, best).splitlines()[1]
     assert [(c.checkpoint, c.strength) for c in choices] == [("b-000001", 1.0), ("b-000001", 0.5), ("b", 1.0),
                                                              ("b", 0.5)], "training order, strongest first"
-    assert suggestion(choices, best).startswith("Suggested: b-000001 at strength 1 (likeness 100%")
+    assert suggestion(choices, best).startswith("Suggested: epoch 1 at strength 1: likeness 1.00, adaptability 1.00")
+    assert toy_scorer().can_score(prompt) and not toy_scorer().can_score("a photo of zkx"), "what is worth drawing"
     unlearned = [c for c in choices if not c.likeness]
     assert pick_best(unlearned) is None and "train longer" in suggestion(unlearned, None)
 

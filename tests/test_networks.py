@@ -125,7 +125,8 @@ def test_written_file_applies_the_trained_delta(models, tmp_path, family, kind):
         if kind == "dora":  # diffusers 0.42's SD1/SDXL loaders drop dora_scale (with a warning): use LyCORIS' formula
             loaded = {k: dora_delta(sd, k, w) for k, w in weights.items()}
         elif kind in ("lora", "locon", "dora"):
-            base.pipe.load_lora_weights(str(path), adapter_name="reload")
+            # folder + weight_name: diffusers before 0.40 refuses a bare file path offline (the floors run)
+            base.pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name="reload")
             loaded = {k: applied_delta(m, "reload") for k, m in adapted_layers(base, "reload").items()}
             assert set(loaded) == set(trained), "diffusers applied every key of the file, and only those"
         else:

@@ -43,6 +43,7 @@ SCHEDULERS = (
 )
 PRECISIONS = ("no", "fp16", "bf16")
 SAVE_PRECISIONS = ("fp16", "bf16", "float")
+SAVE_WEIGHTS = ("raw", "ema", "both")
 PREDICTION_TYPES = ("auto", "epsilon", "v_prediction")
 
 
@@ -257,6 +258,8 @@ class DataConfig:
     cache_latents: bool = _f(True, "Encode each image with the VAE once and reuse it (much faster; off when augmenting).")
     cache_latents_to_disk: bool = _f(True, "Keep the latent cache in the project's cache/ folder across runs.")
     prior_loss_weight: float = _f(1.0, "Loss weight of regularization images (1 = as much as a training image).")
+    masked_loss: bool = _f(False, "Learn only where each image's mask is white: its alpha channel, <name>_mask.png "
+                                  "beside it or masks/<name>.png (images without a mask are learnt whole).")
 
     def __post_init__(self) -> None:
         _finite(self, "data")
@@ -318,9 +321,17 @@ class TrainingConfig:
     ip_noise_gamma: float = _f(0.0, "Input perturbation: extra noise on the model's input only (0.1 when used); "
                                     "a regulariser against overfitting.")
     seed: int = _f(42, "Random seed: the same seed, data and settings give the same LoRA.")
+    ema_decay: float = _f(0.0, "Keep an exponential moving average (EMA) of the LoRA weights with this decay per "
+                               "update (0.99-0.999 when used; it ramps up from 0 as in diffusers); 0 = off.")
+    ema_every_n_steps: int = _f(1, "Update the EMA every N optimizer steps (the decay applies per update).")
+    ema_on_cpu: bool = _f(False, "Keep the EMA weights in CPU memory instead of on the GPU (saves VRAM).")
 
     def __post_init__(self) -> None:
         _choice("training.mixed_precision", self.mixed_precision, PRECISIONS)
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"training.ema_decay must be 0 (off) or below 1 (got {self.ema_decay:g}); 0.999 is usual.")
+        if self.ema_every_n_steps < 1:
+            raise ConfigError("training.ema_every_n_steps must be >= 1 (1 = update the EMA every step).")
         _finite(self, "training")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"training.seed must be 0 to {MAX_SEED} (got {self.seed}); any fixed number, "
@@ -348,10 +359,14 @@ class SavingConfig:
                              choices=SAVE_PRECISIONS)
     save_last_k: int = _f(0, "Keep only the newest K step/epoch checkpoints; 0 = keep all.")
     save_state: bool = _f(True, "Save optimizer and RNG state with each checkpoint, so a run can resume.")
+    save_weights: str = _f("both", "With training.ema_decay set, which weights each checkpoint holds: raw, ema "
+                                   "(<name>-000004-ema.safetensors) or both; without EMA only raw files exist.",
+                           choices=SAVE_WEIGHTS)
     training_comment: str = _f("", "A note stored in the file's metadata (ss_training_comment).")
 
     def __post_init__(self) -> None:
         _choice("saving.save_precision", self.save_precision, SAVE_PRECISIONS)
+        _choice("saving.save_weights", self.save_weights, SAVE_WEIGHTS)
         if not self.output_name or any(c in self.output_name for c in '/\\:*?"<>|'):
             raise ConfigError(f"saving.output_name {self.output_name!r} must be a plain file name (no / \\ : * ? \" < > |).")
         for name in ("save_every_n_epochs", "save_every_n_steps", "save_last_k"):
@@ -377,6 +392,37 @@ class SamplingConfig:
             raise ConfigError("sampling.sample_steps must be >= 1 (20-30 is usual).")
 
 
+MAX_VALIDATION_SPLIT = 0.5  # more held out than trained on makes no sense
+
+
+@dataclass
+class ValidationConfig:
+    enabled: bool = _f(False, "Compute a validation loss: the loss on images never trained on, with the same noise "
+                              "every time, at step 0, at each checkpoint and every every_n_steps; lower is better.")
+    split: float = _f(0.1, "Share of the training images held out for it (0.1 = one in ten, at least one), picked "
+                           "by file name and seed; used when dir is empty.")
+    dir: str = _f("", "A folder of your own validation images (with .txt captions), relative to the project; "
+                      "empty = hold out a share of the training images.")
+    every_n_steps: int = _f(0, "Also compute it every N steps; 0 = at step 0 and at each checkpoint only.")
+    timesteps: int = _f(4, "Noise levels per image, spread over the training range (more = steadier, slower).")
+    noise_seed: int = _f(1234, "Seed of the held-out choice and of the fixed noise: the same seed compares runs "
+                               "fairly.")
+
+    def __post_init__(self) -> None:
+        _finite(self, "validation")
+        if not 0 <= self.split <= MAX_VALIDATION_SPLIT:
+            raise ConfigError(f"validation.split must be between 0 and {MAX_VALIDATION_SPLIT} (got {self.split}); "
+                              "0.1 holds out one image in ten.")
+        if self.enabled and not self.split and not self.dir:
+            raise ConfigError("validation is on but has nothing to measure: set validation.split (e.g. 0.1) or "
+                              "name a folder in validation.dir.")
+        _non_negative("validation.every_n_steps", self.every_n_steps)
+        if not 1 <= self.timesteps <= 64:
+            raise ConfigError(f"validation.timesteps must be 1 to 64 (got {self.timesteps}); 4 is a good start.")
+        if not 0 <= self.noise_seed <= MAX_SEED:
+            raise ConfigError(f"validation.noise_seed must be 0 to {MAX_SEED} (got {self.noise_seed}).")
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "network": NetworkConfig,
@@ -385,6 +431,7 @@ SECTIONS: dict[str, type] = {
     "training": TrainingConfig,
     "saving": SavingConfig,
     "sampling": SamplingConfig,
+    "validation": ValidationConfig,
 }
 
 
@@ -399,6 +446,7 @@ class TrainConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     saving: SavingConfig = field(default_factory=SavingConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     # ---- conversions ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -428,6 +476,12 @@ class TrainConfig:
         """Re-run every section's checks (after editing fields in place) and return self."""
         for name in SECTIONS:
             getattr(self, name).__post_init__()
+        if self.saving.save_weights == "ema" and not self.training.ema_decay:
+            raise ConfigError("saving.save_weights = 'ema' needs an EMA: set training.ema_decay (e.g. 0.999), or "
+                              "save_weights = 'raw'.")
+        if self.saving.save_weights == "raw" and self.training.ema_decay:
+            raise ConfigError("saving.save_weights = 'raw' writes no EMA file, so training.ema_decay would average for "
+                              "nothing: set save_weights to 'both' or 'ema', or ema_decay = 0.")
         if self.network.type == "dora" and self.network.conv_rank:
             raise ConfigError("network.conv_rank is not used by dora; set it to 0 or pick locon.")
         if not self.network.train_unet and not self.train_text_encoder:

@@ -11,7 +11,8 @@ from PIL import Image
 from lorakit.demo import toyworld as tw
 from lorakit.demo.scorer import score_image
 from lorakit.evaluate.grid_spec import Cell
-from lorakit.evaluate.judge import Scorer, trigger_words
+from lorakit.evaluate.judge import Scorer, training_images, trigger_words
+from lorakit.evaluate.scoring import Edit, EmbeddingScorer, ScoringModels, load_encoders
 from lorakit.project import Project
 
 
@@ -54,9 +55,35 @@ def toy_annotator(project: Project | None = None) -> Callable[[Cell, Image.Image
     return annotate
 
 
+class ToyScorer:
+    """The toy scorer's verdict on toy-world prompts (the project's trigger words count as the concept), None
+    for any other prompt; ``can_score`` says which prompts are worth drawing for it."""
+
+    def __init__(self, triggers: Sequence[str] = ()) -> None:
+        self.triggers = list(triggers)
+
+    def can_score(self, prompt: str) -> bool:
+        return toy_expected(prompt, self.triggers) is not None
+
+    def __call__(self, cell: Cell, image: Image.Image) -> dict[str, Any] | None:
+        return score_cell(cell, image, self.triggers)
+
+    def annotate(self, cell: Cell, image: Image.Image) -> str | None:
+        s = self(cell, image)
+        return None if s is None else f"L:{'yes' if s['likeness'] else 'no'} A:{'yes' if s['adaptability'] else 'no'}"
+
 
 def toy_scorer(project: Project | None = None) -> Scorer:
-    """A scorer for the judge: the toy scorer's verdict on toy-world prompts (the project's trigger words count
-    as the concept), None for any other prompt."""
-    triggers = trigger_words(project) if project else []
-    return lambda cell, image: score_cell(cell, image, triggers)
+    """A scorer for the judge on toy-world prompts (see ToyScorer)."""
+    return ToyScorer(trigger_words(project) if project else [])
+
+
+def project_scorer(project: Project, clip: str = "", image: str = "", edits: Sequence[Edit] = (),
+                   download: bool = False) -> Scorer:
+    """Notebook 04's scorer: CLIP (+ an image model) for any prompt when ``clip`` names one, else the toy scorer
+    (toy-world prompts only: a real photo's grid then draws nothing for scores). Models load from a folder or the
+    local cache; a hub id downloads only with ``download``."""
+    if not clip:
+        return toy_scorer(project)
+    encoders = load_encoders(ScoringModels(clip=clip, image=image, allow_download=download))
+    return EmbeddingScorer(encoders, training_images(project), edits)

@@ -159,7 +159,8 @@ class Generator:
         """Load one LoRA file as adapter ``name``; a file made for another base model is refused with the reason."""
         try:
             with _quiet_loading():
-                self.pipe.load_lora_weights(path, adapter_name=name)
+                # folder + weight_name: diffusers before 0.40 refuses a bare file path offline
+                self.pipe.load_lora_weights(str(Path(path).parent), weight_name=Path(path).name, adapter_name=name)
         except (RuntimeError, ValueError) as e:
             with contextlib.suppress(Exception), warnings.catch_warnings():  # leave no half-loaded adapter behind
                 warnings.simplefilter("ignore")

@@ -8,13 +8,17 @@
     result = make_grid(project, spec, annotate=toy_annotator(project), best=best_cell(project, scorer=toy_scorer(project)))
 
 Two criteria decide between checkpoints and strengths: likeness (the concept appears) and adaptability (the rest
-of the prompt still steers it). A ``Scorer`` measures both for one cell's image; for prompts of the toy world (data/demo), ``lorakit.demo.judging.toy_scorer`` does.
+of the prompt still steers it). A ``Scorer`` measures both for one cell's image: for any prompt,
+``lorakit.evaluate.scoring.EmbeddingScorer`` (CLIP / DINOv2); for prompts of the toy world (data/demo),
+``lorakit.demo.judging.toy_scorer``. ``score_grid`` judges a grid's own images plus only what is asked for
+(adaptability prompts, extra seeds); ``pick_best`` and ``suggestion`` say which cell, with the numbers.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from lorakit.evaluate.generate import Generator
 from lorakit.evaluate.grid import GridResult, render_cells
 from lorakit.evaluate.grid_spec import Cell, GridSpec, plan
 from lorakit.models.samplers import sampler_name
+from lorakit.pictures import HIGHLIGHT
 from lorakit.project import Project
 
 NO_EFFECT = 1.0  # mean |strength 1 - strength 0| below this (0..255) = the LoRA changes nothing visible
@@ -172,7 +177,15 @@ def trigger_words(project: Project) -> list[str]:
 
 
 Scorer = Callable[[Cell, Image.Image], "dict[str, Any] | None"]
-"""Judges one cell's image: {"likeness": 0..1, "adaptability": 0..1}, or None when it cannot say."""
+"""Judges one cell's image: {"likeness": 0..1, "adaptability": 0..1 or None}, or None when it cannot say.
+
+A scorer may also have ``can_score(prompt) -> bool``: prompts it cannot judge draw no images for scoring."""
+
+
+def can_score(scorer: Scorer, prompt: str) -> bool:
+    """Whether ``scorer`` can judge images of ``prompt`` (True for scorers that do not say)."""
+    check = getattr(scorer, "can_score", None)
+    return bool(check(prompt)) if check else True
 
 
 @dataclass
@@ -182,33 +195,42 @@ class Choice:
     checkpoint: str
     strength: float
     likeness: float
-    adaptability: float
+    adaptability: float | None  # None: no image of this choice tested it (no adaptability prompt was drawn)
     n: int
+    copies: list[str] = field(default_factory=list)  # training images that some of its images copy
 
     @property
     def score(self) -> float:
         """Both must hold: the weaker of the two decides, their mean breaks ties."""
-        return min(self.likeness, self.adaptability) + 0.01 * (self.likeness + self.adaptability)
+        a = self.adaptability if self.adaptability is not None else 0.0
+        return min(self.likeness, a) + 0.01 * (self.likeness + a)
 
 
 def score_pairs(pairs: Iterable[tuple[Cell, Image.Image]], scorer: Scorer) -> list[Choice]:
     """Likeness and adaptability per (checkpoint, strength), averaged over the cells' other settings.
 
-    Cells the scorer cannot judge (it returns None) are left out.
+    Cells the scorer cannot judge (it returns None) are left out; an adaptability of None (the image tested no
+    edit) is left out of that mean only. A scorer's ``copy`` and ``nearest`` keys name copied training images.
     """
-    sums: dict[tuple[str, float], list[float]] = {}
-    for cell, img in pairs:
-        s = scorer(cell, img)
+    pairs = list(pairs)
+    batch = getattr(scorer, "score_images", None)  # a model-based scorer judges many images at once
+    scores = batch([c for c, _ in pairs], [im for _, im in pairs]) if batch and pairs else [scorer(c, im)
+                                                                                       for c, im in pairs]
+    sums: dict[tuple[str, float], dict[str, Any]] = {}
+    for (cell, _), s in zip(pairs, scores, strict=True):
         if s is None:
             continue
-        acc = sums.setdefault(_choice_key(cell), [0.0, 0.0, 0])
-        acc[0] += s["likeness"]
-        acc[1] += s["adaptability"]
-        acc[2] += 1
+        acc = sums.setdefault(_choice_key(cell), {"l": [], "a": [], "copies": []})
+        acc["l"].append(float(s["likeness"]))
+        if s.get("adaptability") is not None:
+            acc["a"].append(float(s["adaptability"]))
+        if s.get("copy") and s.get("nearest") not in acc["copies"]:
+            acc["copies"].append(s["nearest"])
     first_seen = {c: i for i, c in enumerate(dict.fromkeys(c for c, _ in sums))}  # grid columns: training order
     keys = sorted(sums, key=lambda k: (first_seen[k[0]], -k[1]))
-    return [Choice(Path(c).stem if c else "(base)", st, sums[(c, st)][0] / sums[(c, st)][2],
-                   sums[(c, st)][1] / sums[(c, st)][2], int(sums[(c, st)][2])) for c, st in keys]
+    return [Choice(Path(c).stem if c else "(base)", st, sum(sums[(c, st)]["l"]) / len(sums[(c, st)]["l"]),
+                   sum(sums[(c, st)]["a"]) / len(sums[(c, st)]["a"]) if sums[(c, st)]["a"] else None,
+                   len(sums[(c, st)]["l"]), sums[(c, st)]["copies"]) for c, st in keys]
 
 
 def _choice_key(cell: Cell) -> tuple[str, float]:
@@ -223,16 +245,43 @@ def score_choices(result: GridResult, scorer: Scorer) -> list[Choice]:
     return score_pairs(pairs, scorer)
 
 
-def score_sweep(gen: Generator, spec: GridSpec, project: Project, scorer: Scorer, seeds: Sequence[int] = range(1, 9),
-                batch_size: int = 8, progress: bool = False, cache: dict | None = None) -> list[Choice]:
-    """Score every checkpoint × strength of a grid spec over several seeds (one seed is a coin toss).
+@dataclass
+class Sweep:
+    """What scoring a grid drew and found: the choices, the (cell, image) pairs judged, the images sampled."""
 
-    ``cache`` (e.g. the grid's GridResult.rendered) saves drawing the cells the grid already drew.
+    choices: list[Choice]
+    pairs: list[tuple[Cell, Image.Image]]
+    generated: int = 0  # images drawn for the scores beyond what the cache (the grid) already held
+
+
+def scoring_cells(spec: GridSpec, project: Project, scorer: Scorer, edits: Sequence[Any] = (),
+                  extra_seeds: int = 0) -> list[Cell]:
+    """The cells to judge: each grid cell the scorer can judge, each adaptability prompt (``edits``' ``prompt``)
+    with the same checkpoint, strength and settings, and each of those again for ``extra_seeds`` more seeds.
+
+    Nothing beyond the grid's own cells without edits or extra seeds; nothing at all for prompts the scorer
+    cannot judge (a toy-world scorer on real photos' prompts).
     """
+    out: list[Cell] = []
+    for cell in (c for z in plan(spec, project) for row in z for c in row):
+        prompts = [p for p in dict.fromkeys([cell.prompt, *(e.prompt for e in edits)]) if can_score(scorer, p)]
+        for k in range(int(extra_seeds) + 1):
+            out += [replace(cell, prompt=p, seed=cell.seed + k) for p in prompts]
+    return list({c.image_key(): c for c in out}.values())
 
-    cells = [replace(c, seed=int(s)) for z in plan(spec, project) for row in z for c in row for s in seeds]
-    rendered = render_cells(gen, cells, batch_size, progress, cache)
-    return score_pairs([(c, rendered.images[c.image_key()]) for c in cells], scorer)
+
+def score_grid(gen: Generator, spec: GridSpec, project: Project, scorer: Scorer, edits: Sequence[Any] = (),
+               extra_seeds: int = 0, batch_size: int = 8, progress: bool = False,
+               cache: dict | None = None) -> Sweep:
+    """Score every checkpoint × strength of a grid spec on the grid's own cells, the adaptability prompts and
+    ``extra_seeds`` more seeds (default none: one seed is a coin toss, each extra seed costs a grid of images).
+
+    ``cache`` (e.g. the grid's GridResult.rendered, or a dict the grid then reuses) saves drawing images twice.
+    """
+    cells = scoring_cells(spec, project, scorer, edits, extra_seeds)
+    rendered = render_cells(gen, cells, batch_size, progress, cache, [project.output_dir])
+    pairs = [(c, rendered.images[c.image_key()]) for c in cells]
+    return Sweep(score_pairs(pairs, scorer), pairs, rendered.generated)
 
 
 def pick_best(choices: Sequence[Choice], order: Sequence[str] = ()) -> Choice | None:
@@ -242,6 +291,7 @@ def pick_best(choices: Sequence[Choice], order: Sequence[str] = ()) -> Choice | 
     Neighbours are the checkpoints before and after at the same strength, and the strengths just above and below
     for the same checkpoint. None when no choice shows the concept at all: then there is nothing to pick.
     """
+    choices = [c for c in choices if c.adaptability is not None]  # both criteria, or no pick
     if not any(c.likeness for c in choices):
         return None
     rank = {name: i for i, name in enumerate(order)}
@@ -262,7 +312,7 @@ def pick_best(choices: Sequence[Choice], order: Sequence[str] = ()) -> Choice | 
 
 def best_cell(project: Project | None = None, choice: Choice | None = None, scorer: Scorer | None = None,
               ) -> Callable[[GridResult], tuple[int, int, int] | None]:
-    """A ``best`` hook for make_grid: the (z, row, col) of the first cell of ``choice`` (e.g. what a score_sweep
+    """A ``best`` hook for make_grid: the (z, row, col) of the first cell of ``choice`` (e.g. what a score_grid
     over several seeds picked), or, without one, of the best checkpoint × strength that ``scorer`` finds in the
     grid's own images."""
     if choice is None and scorer is None:
@@ -287,19 +337,74 @@ def best_cell(project: Project | None = None, choice: Choice | None = None, scor
 def choices_table(choices: Sequence[Choice], best: Choice | None = None) -> str:
     """Likeness and adaptability per checkpoint × strength as a text table; the best is marked."""
     width = max([len(c.checkpoint) for c in choices] + [10])
-    lines = [f"{'checkpoint':<{width}}  strength  likeness  adaptability   n"]
+    lines = [f"{'checkpoint':<{width}}  strength  likeness  adaptability   n  copies"]
     for c in choices:
         mark = "  <- best" if best is not None and c == best else ""
-        lines.append(f"{c.checkpoint:<{width}}  {c.strength:8g}  {c.likeness:8.0%}  {c.adaptability:12.0%}  {c.n:3d}{mark}")
+        adapt = f"{c.adaptability:12.2f}" if c.adaptability is not None else f"{'-':>12}"
+        copies = ", ".join(Path(n).stem for n in c.copies) or "-"
+        lines.append(f"{c.checkpoint:<{width}}  {c.strength:8g}  {c.likeness:8.2f}  {adapt}  {c.n:3d}  {copies}{mark}")
     return "\n".join(lines)
 
 
+def checkpoint_label(name: str) -> str:
+    """'zkx-000006' -> 'epoch 6' (kohya's numbering); any other name stays as it is."""
+    m = re.search(r"-0*(\d+)$", name)
+    return f"epoch {int(m.group(1))}" if m and len(name) - m.start() == 7 else name
+
+
 def suggestion(choices: Sequence[Choice], best: Choice | None) -> str:
-    """One sentence: what to use, or why nothing can be suggested."""
+    """One sentence with the numbers: what to use and which checkpoints copy training images, or why nothing
+    can be suggested. 'Suggested: epoch 6 at strength 0.8: likeness 0.81, adaptability 0.77 (12 images);
+    epoch 10 copies training image 014.'"""
     if not choices:
-        return "The prompt is not a toy-world prompt, so there are no scores: judge the grid by eye."
+        return ("Nothing was scored: the scorer cannot judge this grid's prompts, so no images were drawn for "
+                "scores. Judge the grid by eye, or give a CLIP model to score any prompt (notebook 04: SCORING_CLIP).")
+    if all(c.adaptability is None for c in choices):
+        return ("Only likeness is known: no adaptability prompt was drawn (the list in notebook 04 is empty), and "
+                "likeness alone always favours the most trained checkpoint. Add adaptability prompts and score again.")
+    copied: dict[str, list[str]] = {}
+    for c in choices:
+        for name in c.copies:
+            copied.setdefault(c.checkpoint, []).append(Path(name).stem)
+    copies = "; ".join(f"{checkpoint_label(ck)} copies training image{'s' if len(set(v)) > 1 else ''} "
+                       f"{', '.join(dict.fromkeys(v))}" for ck, v in copied.items())
     if best is None:
         return ("No checkpoint draws the concept yet (likeness 0 everywhere): train longer, raise the learning rate, "
-                "or check that the prompt uses the trigger word.")
-    return (f"Suggested: {best.checkpoint} at strength {best.strength:g} "
-            f"(likeness {best.likeness:.0%}, adaptability {best.adaptability:.0%} over {best.n} images).")
+                "or check that the prompt uses the trigger word." + (f" {copies}." if copies else ""))
+    return (f"Suggested: {checkpoint_label(best.checkpoint)} at strength {best.strength:g}: likeness "
+            f"{best.likeness:.2f}, adaptability {best.adaptability:.2f} ({best.n} images)"
+            + (f"; {copies}." if copies else "."))
+
+
+def fit_curve_points(choices: Sequence[Choice], strength: float, order: Sequence[str] = ()
+                     ) -> list[tuple[str, float, float | None]]:
+    """(checkpoint, likeness, adaptability) at ``strength``, in training order: the under/overfit curve."""
+    rank = {name: i for i, name in enumerate(order)}
+    at = [c for c in choices if c.strength == strength and c.checkpoint != "(base)"]
+    return [(c.checkpoint, c.likeness, c.adaptability) for c in sorted(at, key=lambda c: rank.get(c.checkpoint, len(rank)))]
+
+
+def fit_curve(choices: Sequence[Choice], strength: float, order: Sequence[str] = (), best: Choice | None = None
+              ) -> Image.Image:
+    """Likeness and adaptability over the checkpoints at one strength, as a picture: likeness rises with
+    training (underfit on the left), adaptability falls when it overfits; the pick is marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = fit_curve_points(choices, strength, order)
+    fig = Figure(figsize=(6, 3.2), dpi=100)
+    ax = fig.add_subplot()
+    xs = list(range(len(points)))
+    ax.plot(xs, [p[1] for p in points], "o-", label="likeness")
+    ax.plot(xs, [np.nan if p[2] is None else p[2] for p in points], "s-", label="adaptability")
+    if best is not None and best.strength == strength and best.checkpoint in [p[0] for p in points]:
+        ax.axvline([p[0] for p in points].index(best.checkpoint), color=tuple(v / 255 for v in HIGHLIGHT),
+                   linestyle="--", label="suggested")
+    ax.set_xticks(xs, [checkpoint_label(p[0]) for p in points], rotation=30, ha="right")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(f"strength {strength:g}: underfit (left) to overfit (right)")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())

@@ -26,11 +26,12 @@ import torch
 from lorakit.errors import ModelError
 from lorakit.models import families
 from lorakit.models.families import Family
+from lorakit.shipped import shipped_dir
 
 __all__ = ["FAMILIES", "BaseModel", "Family", "base_model_from_env", "clear_cache", "detect_family",
            "fetch_hub_model", "hub_snapshot", "is_hub_id", "load_base", "quiet_loading", "resolve_source"]
 
-DATA_DIR = Path(os.environ.get("LORAKIT_DATA", Path(__file__).resolve().parents[2] / "data"))
+DATA_DIR = shipped_dir("data")  # $LORAKIT_DATA, else the wheel's lorakit/data, else the checkout's data/
 DEMO_MODEL_DIR = DATA_DIR / "toy-base"
 
 

@@ -26,6 +26,7 @@ class TrainResult:
     process_index: int = 0
     num_processes: int = 1
     moved_aside: list[Path] = field(default_factory=list)  # an earlier run's files, kept in output/previous/
+    validation: list[dict] = field(default_factory=list)  # {"step", "epoch", "loss", "checkpoint"} (validation.py)
 
     @property
     def final(self) -> Path | None:
@@ -40,6 +41,7 @@ class Callback:
     def on_epoch_end(self, epoch: int, mean_loss: float) -> None: ...
     def on_checkpoint(self, path: Path) -> None: ...
     def on_samples(self, epoch: int, step: int, paths: list[Path]) -> None: ...
+    def on_validation(self, step: int, loss: float, checkpoint: str) -> None: ...
     def on_end(self, result: TrainResult) -> None: ...
 
 
@@ -68,6 +70,10 @@ class Callbacks(Callback):
     def on_samples(self, epoch: int, step: int, paths: list[Path]) -> None:
         for cb in self.callbacks:
             cb.on_samples(epoch, step, paths)
+
+    def on_validation(self, step: int, loss: float, checkpoint: str) -> None:
+        for cb in self.callbacks:
+            cb.on_validation(step, loss, checkpoint)
 
     def on_end(self, result: TrainResult) -> None:
         for cb in self.callbacks:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from lorakit.config.schema import TrainConfig
 from lorakit.dataset.scan import Sample, process_caption
@@ -31,7 +30,9 @@ from lorakit.lora import file as lora_file
 from lorakit.models.loading import BaseModel
 from lorakit.project import Project
 from lorakit.train import state as resume_state
+from lorakit.train.ema import checkpoint_variants, restore_ema
 from lorakit.train.events import Callback, Callbacks, TrainResult
+from lorakit.train.masked_loss import per_image_loss
 from lorakit.train.noise import (
     debiased_weights,
     min_snr_weights,
@@ -42,6 +43,7 @@ from lorakit.train.noise import (
 from lorakit.train.outputs import keep_previous_run, prune
 from lorakit.train.prepare import OOM_ADVICE, Run, prepare
 from lorakit.train.sampling import draw_samples
+from lorakit.train.validation import Validation
 
 __all__ = ["Callback", "TrainResult", "train"]  # Callback and TrainResult live in events.py
 
@@ -79,16 +81,23 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
             result.moved_aside = keep_previous_run(project, cfg.saving.output_name)
         t, base = cfg.training, run.base
         embed_cache: dict[str, tuple] = {}
+        validation = Validation(run, project.validation_log, events, rows=result.validation, active=main,
+                                loss=lambda batch, fixed: batch_loss(run, batch, pos, 0, accelerator.device,
+                                                                     accelerator, embed_cache, fixed=fixed))
 
         def save_lora(index: int | None, epoch: int) -> None:
-            if main:
-                path = project.output_dir / lora_file.checkpoint_name(cfg.saving.output_name, index)
-                tensors = run.net.kohya_state_dict(lora_file.SAVE_DTYPES[cfg.saving.save_precision])
-                lora_file.save_lora(path, tensors, run.record.metadata(cfg, base, epoch, pos.step))
-                if path not in result.checkpoints:
-                    result.checkpoints.append(path)
-                prune(result.checkpoints, cfg.saving.save_last_k)
-                events.on_checkpoint(path)
+            if not main:
+                return
+            raw = project.output_dir / lora_file.checkpoint_name(cfg.saving.output_name, index)
+            for path, weights in checkpoint_variants(raw, run.ema, cfg.saving.save_weights):  # raw and/or -ema
+                with weights:
+                    tensors = run.net.kohya_state_dict(lora_file.SAVE_DTYPES[cfg.saving.save_precision])
+                    lora_file.save_lora(path, tensors, run.record.metadata(cfg, base, epoch, pos.step))
+                    if path not in result.checkpoints:
+                        result.checkpoints.append(path)
+                    prune(result.checkpoints, cfg.saving.save_last_k)
+                    events.on_checkpoint(path)
+                    validation.measure(pos.step, epoch, path, weights="ema" if path != raw else "raw")
 
         def save_state(epoch: int, batch: int) -> None:
             if cfg.saving.save_state and main:
@@ -98,7 +107,10 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
         try:  # from here on an interrupt, even before the first batch, saves the state to resume from
             events.on_start({"total_steps": run.total_steps, "epochs": run.epochs, "images": len(run.items),
                              "batches_per_epoch": run.batches_per_epoch, "model": base.describe(),
-                             "start_step": pos.step, "threads": run.threads, "notes": run.notes})
+                             "start_step": pos.step, "threads": run.threads, "notes": run.notes,
+                             "validation": [str(it.path) for it in run.validation]})
+            if pos.step == 0:  # the base model's value: the baseline every checkpoint is compared with
+                validation.measure(0, 0)
             for epoch in range(pos.epoch, run.epochs):
                 pos.epoch = epoch
                 epoch_losses = []
@@ -122,6 +134,8 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                     if not accelerator.sync_gradients:
                         continue
                     pos.step += 1
+                    if run.ema is not None:  # the moving average of the weights, every ema_every_n_steps
+                        run.ema.update(pos.step)
                     if pos.step == 1 or (resume and not result.time_to_first_step):
                         result.time_to_first_step = time.perf_counter() - t_start
                     value = accelerator.gather(loss.detach()[None]).mean().item()
@@ -138,6 +152,8 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                         save_lora(pos.step, pos.epoch + 1)
                     if cfg.sampling.sample_every_n_steps and pos.step % cfg.sampling.sample_every_n_steps == 0:
                         draw(project, run, pos.epoch + 1, pos.step, main, result, events)
+                    if validation.due(pos.step):
+                        validation.measure(pos.step, pos.epoch + 1)
                     if stop.requested or (stop_after_steps and pos.step >= stop_after_steps):
                         raise KeyboardInterrupt
                 pos.batch = 0
@@ -174,25 +190,30 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
 
 
 def batch_loss(run: Run, batch: list[Sample], pos: Position, b_index: int, device, accelerator,
-               embed_cache: dict) -> torch.Tensor:
-    """One batch's loss, stage by stage."""
+               embed_cache: dict, fixed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """One batch's loss, stage by stage; ``fixed`` (noise, timesteps): the validation loss (validation.py)."""
     cfg, base, t, d = run.cfg, run.base, run.cfg.training, run.cfg.data
     sched = base.noise_scheduler
     # 1. latents of the images (cached: the VAE encode costs more than a UNet step)
     latents = run.latents(batch, device)
     # 2. noise, and a random timestep per image: the model learns every noise level
-    noise = sample_noise(latents, run.noise_gen, t.noise_offset, t.multires_noise_iterations, t.multires_noise_discount)
-    timesteps = sample_timesteps(len(batch), run.noise_gen, sched.config.num_train_timesteps,
-                                 t.min_timestep, t.max_timestep).to(device)
-    if t.ip_noise_gamma:  # input perturbation: the model sees more noise than its target holds
+    if fixed is not None:  # validation: the same noise and timesteps every time, nothing drawn from noise_gen
+        noise, timesteps = fixed[0].to(latents.device, latents.dtype), fixed[1].to(device)
+    else:
+        noise = sample_noise(latents, run.noise_gen, t.noise_offset, t.multires_noise_iterations,
+                             t.multires_noise_discount)
+        timesteps = sample_timesteps(len(batch), run.noise_gen, sched.config.num_train_timesteps,
+                                     t.min_timestep, t.max_timestep).to(device)
+    if t.ip_noise_gamma and fixed is None:  # input perturbation: the model sees more noise than its target holds
         extra = torch.randn(noise.shape, generator=run.noise_gen).to(noise.device, noise.dtype)
         noisy = sched.add_noise(latents, noise + t.ip_noise_gamma * extra, timesteps)
     else:
         noisy = sched.add_noise(latents, noise, timesteps)
     # 3. the caption, as the text encoder (training or frozen) sees it
     rng = random.Random(f"{t.seed}:{pos.epoch}:{b_index}")
-    captions = [process_caption(s.item.caption, rng, d.shuffle_caption, d.keep_tokens, d.caption_tag_dropout_rate,
-                                d.caption_dropout_rate) for s in batch]
+    captions = [s.item.caption if fixed is not None else process_caption(
+        s.item.caption, rng, d.shuffle_caption, d.keep_tokens, d.caption_tag_dropout_rate, d.caption_dropout_rate)
+        for s in batch]
     stop_te = cfg.optimizer.stop_text_encoder_training
     te_on = run.net.has_text_encoder and not (stop_te and pos.step >= stop_te)
     hidden, pooled = encode_text(base, cfg, captions, te_on, embed_cache)
@@ -201,8 +222,11 @@ def batch_loss(run: Run, batch: list[Sample], pos: Position, b_index: int, devic
     target = training_target(sched, latents.float(), noise.float(), timesteps, base.prediction_type)
     with accelerator.autocast():
         pred = base.unet(noisy, timesteps, hidden.to(run.weight_dtype), added_cond_kwargs=added).sample
-    # 5. loss per image: min-SNR or debiased weighting, and the prior-preservation weight on reg images
-    loss = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
+    # 5. loss per image (over the mask's white part with data.masked_loss: masked_loss.py; validation unmasked):
+    #    min-SNR or debiased weighting, and the prior-preservation weight on reg images
+    loss = per_image_loss(pred, target, run.masks(batch, device) if fixed is None else None)
+    if fixed is not None:  # validation: plain MSE, the same weighting for every run and recipe
+        return loss.mean()
     if t.min_snr_gamma:
         loss = loss * min_snr_weights(sched, timesteps, t.min_snr_gamma, base.prediction_type)
     if t.debiased_estimation_loss:
@@ -241,6 +265,8 @@ def restore(run: Run, state_file: Path, result: TrainResult) -> Position:
     run.record.session_id = state["session_id"]
     result.checkpoints = [Path(p) for p in state.get("checkpoints", []) if Path(p).is_file()]
     result.losses = state.get("losses", [])
+    result.validation = state.get("validation", [])
+    restore_ema(run.ema, state, run.notes)
     return Position(state["step"], state["epoch"], state["batch_in_epoch"])
 
 
@@ -249,7 +275,8 @@ def snapshot(run: Run, pos: Position, result: TrainResult) -> dict:
     return {"network": run.net.trainable_state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.lr_scheduler.state_dict(), "rng": resume_state.rng_state(run.noise_gen),
             "step": pos.step, "epoch": pos.epoch, "batch_in_epoch": pos.batch, "session_id": run.record.session_id,
-            "checkpoints": [str(p) for p in result.checkpoints], "losses": result.losses}
+            "checkpoints": [str(p) for p in result.checkpoints], "losses": result.losses,
+            "validation": result.validation, **({"ema": run.ema.state_dict()} if run.ema is not None else {})}
 
 
 def diverged_advice(cfg: TrainConfig, step: int, value: float) -> str:

@@ -9,7 +9,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from lorakit.project import Project
+from lorakit.project import Project, raw_stem
 
 
 def keep_previous_run(project: Project, output_name: str) -> list[Path]:
@@ -18,7 +18,7 @@ def keep_previous_run(project: Project, output_name: str) -> list[Path]:
     if not old:
         return []
     state = sorted(project.state_dir.glob("*")) if project.state_dir.is_dir() else []
-    old += [p for p in (*state, project.logs_dir / "loss.jsonl") if p.is_file()]
+    old += [p for p in (*state, project.logs_dir / "loss.jsonl", project.validation_log) if p.is_file()]
     old += [p for p in project.samples_dir.glob("*") if p.is_dir()]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     dest, n = project.output_dir / "previous" / stamp, 1
@@ -29,11 +29,13 @@ def keep_previous_run(project: Project, output_name: str) -> list[Path]:
 
 
 def prune(paths: list[Path], keep: int) -> None:
-    """Keep only the newest ``keep`` numbered checkpoints (the final file is never pruned)."""
+    """Keep only the newest ``keep`` numbered checkpoints (the final file is never pruned); an EMA file goes with
+    its raw one (both count as one checkpoint)."""
     if not keep:
         return
-    numbered = [p for p in paths if p.stem.rpartition("-")[2].isdigit()]
-    for old in numbered[:-keep]:
+    numbered = [p for p in paths if raw_stem(p.stem).rpartition("-")[2].isdigit()]
+    saves = list(dict.fromkeys(raw_stem(p.stem) for p in numbered))  # in the order they were written
+    for old in [p for p in numbered if raw_stem(p.stem) in saves[:-keep]]:
         with contextlib.suppress(FileNotFoundError):
             old.unlink()
         paths.remove(old)

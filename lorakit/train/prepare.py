@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from lorakit.config.schema import TrainConfig, check_clip_skip
+from lorakit.dataset.masks import check_masks
 from lorakit.dataset.scan import (
     ImageItem,
     LatentCache,
@@ -30,9 +31,11 @@ from lorakit.lora import file as lora_file
 from lorakit.lora.network import Network
 from lorakit.models.loading import BaseModel, load_base
 from lorakit.project import Project
+from lorakit.train.ema import LoraEMA
 from lorakit.train.optimizers import build_optimizer, build_scheduler
 from lorakit.train.steps import schedule
 from lorakit.train.threads import configure_threads
+from lorakit.train.validation import choose_images
 
 OOM_ADVICE = (
     "CUDA ran out of memory. In order of effect: set training.train_batch_size = 1; turn on "
@@ -87,6 +90,8 @@ class Run:
     trained: list[torch.nn.Module] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # said once at the start: skipped files, heavy crops
     threads: int = 0  # CPU threads chosen for this run (0: on a GPU, left alone)
+    validation: list[ImageItem] = field(default_factory=list)  # never trained on (validation.py)
+    ema: LoraEMA | None = None  # the EMA of the adapter weights (training.ema_decay; ema.py)
 
     def batches(self, epoch: int) -> list[list[Sample]]:
         """This process's share of the epoch's batches (equal counts on every process, so all-reduces pair up)."""
@@ -99,6 +104,12 @@ class Run:
         cached = self.cfg.data.cache_latents
         lat = [self.cache.get(s.item, s.flip) if cached else self.cache.encode(s.item, s.flip) for s in batch]
         return torch.stack(lat).to(device, self.weight_dtype)
+
+    def masks(self, batch: list[Sample], device) -> torch.Tensor | None:
+        """The batch's loss masks on the latent grid, (B, 1, h, w) in [0, 1]; None unless data.masked_loss."""
+        if not self.cfg.data.masked_loss:
+            return None
+        return torch.stack([self.cache.mask(s.item, s.flip) for s in batch]).to(device)
 
 
 def prepare(project: Project, cfg: TrainConfig, accelerator) -> Run:
@@ -118,6 +129,7 @@ def prepare(project: Project, cfg: TrainConfig, accelerator) -> Run:
 
     # data: scan, buckets, latents cached once (the VAE never runs inside the loop)
     scan = scan_dataset(project.resolve(d.dataset_dir), d.caption_extension, repeats_override=d.repeats)
+    held_out = choose_images(project, cfg, scan)  # a held-out share leaves scan.items: never in a batch
     items = scan.train_items
     if d.reg_dir:
         reg = scan_dataset(project.resolve(d.reg_dir), d.caption_extension, is_reg=True)
@@ -127,17 +139,25 @@ def prepare(project: Project, cfg: TrainConfig, accelerator) -> Run:
     if scan.caption_errors:
         raise DatasetError("Fix these captions before training:\n" + "\n".join(scan.caption_errors))
     notes = list(scan.problems)  # what training skips, and images cropped hard to fit a bucket
+    notes += check_masks(items, d.masked_loss)  # an unreadable mask stops here, before any long work
     bucket_counts = assign_buckets(items, d.resolution, d.enable_bucket, d.min_bucket_reso, d.max_bucket_reso,
                                    d.bucket_reso_steps, d.bucket_no_upscale, notes=notes)
+    assign_buckets(held_out, d.resolution, d.enable_bucket, d.min_bucket_reso, d.max_bucket_reso,
+                   d.bucket_reso_steps, d.bucket_no_upscale)
+    if held_out:
+        notes.append(f"validation loss on {len(held_out)} image{'s' if len(held_out) != 1 else ''} never trained "
+                     f"on: {', '.join(it.path.name for it in held_out)}")
     cache = LatentCache(base.vae, base.latent_scale, base.vae_shift,
                         project.cache_dir / "latents" if d.cache_latents_to_disk else None,
                         write=accelerator.is_main_process)
     if d.cache_latents:
         try:
-            for it in items:
+            for it in items + held_out:
                 cache.get(it, False)
                 if d.flip_aug:
                     cache.get(it, True)
+                for flip in (False, True)[: (1 + d.flip_aug) * d.masked_loss]:  # masks ride with the latents
+                    cache.mask(it, flip)
         except torch.cuda.OutOfMemoryError as e:
             raise RuntimeError(OOM_ADVICE) from e
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -173,7 +193,8 @@ def prepare(project: Project, cfg: TrainConfig, accelerator) -> Run:
     record.model_hash, record.model_sha256 = lora_file.model_hash(base.source)
     return Run(cfg, base, items, cache, net, [p for g in groups for p in g["params"]], optimizer, lr_scheduler,
                torch.Generator("cpu").manual_seed(t.seed), batches_per_epoch, steps_per_epoch, total_steps, epochs,
-               record, weight_dtype, rank, world, trained, notes, threads)
+               record, weight_dtype, rank, world, trained, notes, threads, validation=held_out,
+               ema=LoraEMA.from_config([p for g in groups for p in g["params"]], t))
 
 
 def configure_speed(base: BaseModel, cfg: TrainConfig) -> None:

@@ -48,6 +48,13 @@ class TqdmCallback(Callback):
             self.bar.update(step - self.bar.n)
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
 
+    def on_validation(self, step: int, loss: float, checkpoint: str) -> None:
+        line = f"validation loss {loss:.5f} at step {step}" + (f" ({checkpoint})" if checkpoint else "")
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line)
+
     def on_end(self, result: TrainResult) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -123,14 +130,24 @@ def default_callbacks(project, cfg: TrainConfig | None = None) -> list[Callback]
     return callbacks
 
 
-def loss_figure(losses: list[float], title: str = "training loss"):
-    """A matplotlib figure of the loss per step, raw (faint) and smoothed."""
+def loss_figure(losses: list[float], title: str = "training loss", validation: list[dict] | None = None):
+    """A matplotlib figure of the loss per step, raw (faint) and smoothed; ``validation`` rows (step, loss) beside it.
+
+    The validation loss is plain MSE on held-out images (train/validation.py), the training loss may be weighted
+    (min-SNR): it gets its own axis on the right, so that both trends read at full height.
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 2.6))
     steps = range(1, len(losses) + 1)
     ax.plot(steps, losses, alpha=0.3, label="loss")
     ax.plot(steps, smooth(losses), label="smoothed")
+    if validation:
+        points = sorted({r["step"]: r["loss"] for r in validation}.items())
+        right = ax.twinx()
+        right.plot(*zip(*points, strict=True), marker="o", color="tab:red", label="validation (held out)")
+        right.set_ylabel("validation loss", color="tab:red")
+        right.legend(loc="upper center")
     ax.set_xlabel("step")
     ax.set_title(title)
     ax.legend()

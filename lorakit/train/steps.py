@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit.config.schema import TrainConfig
+from lorakit.dataset.masks import is_mask_file
 from lorakit.dataset.scan import IMAGE_EXTENSIONS
 from lorakit.files import atomic_write_text
 
@@ -46,7 +47,8 @@ class DatasetCount:
 
 
 def _images_in(folder: Path) -> int:
-    return sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    return sum(1 for p in folder.iterdir()
+               if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and not is_mask_file(p))
 
 
 def _kohya_folders(root: Path) -> list[tuple[str, int, int]]:

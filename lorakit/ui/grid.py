@@ -16,6 +16,7 @@ import ipywidgets as w
 from lorakit.config.schema import TrainConfig
 from lorakit.evaluate.grid import GridResult
 from lorakit.evaluate.grid_spec import AXIS_KINDS, GridSpec, grid_defaults, headers
+from lorakit.evaluate.scoring import Edit, edits_text, parse_edits
 from lorakit.models.samplers import SAMPLERS
 from lorakit.project import Project
 
@@ -58,13 +59,15 @@ class GridForm:
         self.cfg = w.FloatSlider(value=d["cfg"], min=1.0, max=15.0, step=0.5, description="CFG", style=STYLE)
         self.seed = w.IntText(value=seed, description="seed", style=STYLE)
         self.sampler = w.Dropdown(options=list(SAMPLERS), value=d["sampler"], description="sampler", style=STYLE)
-        self.scores = w.Checkbox(value=True, description="likeness / adaptability scores (toy-world prompts)",
-                                 indent=False)
+        self.scores = w.Checkbox(value=True, description="likeness / adaptability scores", indent=False)
+        self.extra_seeds = w.BoundedIntText(value=0, min=0, max=32, description="extra seeds", style=STYLE,
+                                            tooltip="more seeds per cell for the scores: each one draws the grid "
+                                                    "and its adaptability prompts again")
         self.widget = w.VBox([
             w.HTML("<b>Axes</b>: checkpoint, strength, prompt (S/R: the first value is searched, each replaces it), "
                    "seed, cfg, steps, sampler. Values separated by commas (samplers by |)."),
             self.x.widget, self.y.widget, self.z.widget, self.prompt, self.negative,
-            w.HBox([self.steps, self.cfg]), w.HBox([self.seed, self.sampler]), self.scores,
+            w.HBox([self.steps, self.cfg]), w.HBox([self.seed, self.sampler]), w.HBox([self.scores, self.extra_seeds]),
         ])
 
     def values(self) -> dict[str, Any]:
@@ -72,6 +75,20 @@ class GridForm:
         return {"x": self.x.text(), "y": self.y.text(), "z": self.z.text(), "prompt": self.prompt.value.strip(),
                 "negative_prompt": self.negative.value.strip(), "steps": int(self.steps.value),
                 "cfg": float(self.cfg.value), "seed": int(self.seed.value), "sampler": self.sampler.value}
+
+
+class AdaptabilityForm:
+    """The adaptability prompts, one a line ('colour: caption => edited caption'), editable before scoring."""
+
+    def __init__(self, edits: list[Edit]) -> None:
+        self.text = w.Textarea(value=edits_text(edits), layout=w.Layout(width="900px", height="130px"))
+        self.widget = w.VBox([w.HTML("<b>Adaptability prompts</b>: one attribute changed per line "
+                                     "(<code>attribute: caption =&gt; edited caption</code>); empty = none"),
+                              self.text])
+
+    def edits(self) -> list[Edit]:
+        """The edits as the text now says (a malformed line names itself)."""
+        return parse_edits(self.text.value)
 
 
 class CellPicker:

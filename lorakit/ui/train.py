@@ -49,6 +49,7 @@ class LiveView(TqdmCallback):
         self.plot = widgets.Output()
         self.gallery = widgets.Output()
         self.losses: list[float] = []
+        self.validation: list[dict] = []  # {"step", "loss"}: drawn beside the training loss
         self.every, self._last = every_seconds, 0.0
         display(widgets.VBox([self.plot, self.gallery]))
 
@@ -57,6 +58,11 @@ class LiveView(TqdmCallback):
         self.losses.append(loss)
         if time.monotonic() - self._last > self.every:
             self.draw()
+
+    def on_validation(self, step: int, loss: float, checkpoint: str) -> None:
+        super().on_validation(step, loss, checkpoint)
+        self.validation.append({"step": step, "loss": loss})
+        self.draw()
 
     def on_samples(self, epoch: int, step: int, paths: list[Path]) -> None:
         with self.gallery:
@@ -72,4 +78,4 @@ class LiveView(TqdmCallback):
         self._last = time.monotonic()
         with self.plot:
             self.plot.clear_output(wait=True)
-            display(loss_figure(self.losses))
+            display(loss_figure(self.losses, validation=self.validation))

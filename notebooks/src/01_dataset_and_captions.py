@@ -48,8 +48,9 @@ print(f"project: {project.root}\nimages from: {source or '(the project already h
 # ## Import
 #
 # Supported: png, jpg/jpeg, webp, bmp (gif and tiff are converted to png). Photos are turned upright as their
-# EXIF data says, and RGBA, palette, greyscale, CMYK and 16-bit images become 8-bit RGB — each such file gets
-# a note. Existing `.txt` captions come along. Two files with the same name (`a.png`, `a.jpg`) stop the import:
+# EXIF data says, and palette, greyscale, CMYK and 16-bit images become 8-bit RGB — each such file gets
+# a note. Transparency is kept (an RGBA PNG): it can serve as the image's loss mask (below).
+# Mask files (`<name>_mask.png`, or `masks/<name>.png`) come along with their images. Existing `.txt` captions come along. Two files with the same name (`a.png`, `a.jpg`) stop the import:
 # they would share one caption. Importing again keeps what is already in the project.
 
 # %%
@@ -104,6 +105,24 @@ crop.widget
 
 # %%
 crop.apply()
+
+# %% [markdown]
+# ## Masks (optional): learn only the subject
+#
+# A **mask** says which pixels the LoRA learns: white = learn, black = ignore (a stray second person, a busy
+# background). It is the image's transparency, or a greyscale `<name>_mask.png` beside it (or `masks/<name>.png`).
+# With *learn only the subject* ticked (`data.masked_loss`), the training loss counts only the white part;
+# images without a mask are learnt whole. The helper shows image | mask | what is learnt, and makes a mask from a
+# **rectangle** or from **everything but the background colour** (the colour of the image's border, within the
+# tolerance); **save mask** writes `<name>_mask.png` (an existing mask only with *overwrite*). The check above
+# lists which images have a mask. The cell after it does the same as the button (with *show* it writes nothing).
+
+# %%
+masks = ui.MaskHelper(project, image_files(project.dataset_dir), masked_loss=cfg.data.masked_loss)
+masks.widget
+
+# %%
+print(masks.apply())
 
 # %% [markdown]
 # ## Captions

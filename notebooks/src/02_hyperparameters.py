@@ -66,10 +66,12 @@ print(describe_presets())
 # ## The form
 #
 # Open a section, change values, then **run the next cells** (or press *Steps and LR preview* and *Save*).
-# The line under the sections says at once whether the values work together, and why not.
+# The line under the sections says at once whether the values work together, and why not; the line below it
+# says how much GPU memory the setting needs ("needs about X GB of your Y GB", estimated without a GPU from one
+# step of the real architecture) and, when it does not fit, the cheapest changes that make it fit.
 
 # %%
-form = HyperparameterForm(cfg, project, kind=PRESET)
+form = HyperparameterForm(cfg, project, kind=PRESET, live_memory=True)
 display(form.widget)
 
 # %% [markdown]
@@ -93,6 +95,7 @@ if KOHYA_FILE:
     print(form.import_kohya(KOHYA_FILE).report())
 cfg = form.value()
 print("\n".join(f"note: {n}" for n in advice(cfg)) or "no warnings")
+print(form.memory())
 
 # %% [markdown]
 # ## Steps per epoch

@@ -45,6 +45,9 @@ form.widget
 # %% [markdown]
 # **Start** — run this cell. The plot is the training loss: it is noisy by nature (each step sees another
 # noise level); watch the smoothed line, and judge the result by the samples and by notebook 04, not by the loss.
+# With `validation.enabled` (notebook 02) the red points are the **validation loss**: images held out of
+# training, measured with the same noise at step 0 and at every checkpoint, so the points compare fairly; a
+# curve that turns back up says the later checkpoints overfit.
 
 # %%
 view = LiveView()
@@ -71,7 +74,7 @@ summary(result)
 # epoch where the concept appears and the prompts still steer colour and background.
 
 # %%
-loss_figure(result.losses)
+loss_figure(result.losses, validation=result.validation)
 
 # %%
 samples_sheet(result.samples, form.value().sampling.sample_prompts)

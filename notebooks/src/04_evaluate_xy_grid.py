@@ -21,25 +21,29 @@
 # - The good cell is the **first** checkpoint (and the lowest strength) where the concept is clearly there while
 #   the prompt still steers it. A LoRA used at 0.7–0.8 in practice should look right in that row.
 #
-# Further down: scores in each cell (for the demo's toy world), a "does it do anything?" check, the nearest
-# training image to any cell (copying = overfitting), and the same grid ready for AUTOMATIC1111 and ComfyUI.
+# Further down: scores in each cell (with a CLIP model for your own photos, built in for the demo's toy world),
+# a "does it do anything?" check, the nearest training image to any cell (copying = overfitting), and the same
+# grid ready for AUTOMATIC1111 and ComfyUI.
 
 # %% tags=["parameters"]
 PROJECT = "../demo-project"
 BASE_MODEL = ""  # empty = what lorakit.toml says (the demo model by default)
-DOWNLOAD = False  # True: a hub id (owner/name) as base model may download from the Hugging Face hub
+DOWNLOAD = False  # True: a hub id (owner/name) as base model or scoring model may download from the Hugging Face hub
+SCORING_CLIP = ""  # a CLIP model to score any prompt, e.g. openai/clip-vit-base-patch32; "" = toy-world prompts only
+SCORING_IMAGE = ""  # an image model for likeness, e.g. facebook/dinov2-small; "" = CLIP's image tower
 EXPORT_TO = "auto"  # copy the chosen LoRA: "auto" = your A1111/Forge/ComfyUI LoRA folder; a folder; "" = no
 
 # %%
 from IPython.display import display
 
-from lorakit.demo.judging import toy_annotator, toy_scorer
+from lorakit.demo.judging import project_scorer
 from lorakit.demo.recipe import notebook_setup
 from lorakit.evaluate import judge
 from lorakit.evaluate.generate import Generator
 from lorakit.evaluate.grid import make_grid
 from lorakit.evaluate.grid_spec import build_spec
-from lorakit.ui.grid import CellPicker, GridForm
+from lorakit.evaluate.scoring import adaptability_prompts
+from lorakit.ui.grid import AdaptabilityForm, CellPicker, GridForm
 
 project, cfg, _ = notebook_setup(PROJECT, BASE_MODEL)
 base_model = cfg.model.base_model
@@ -68,29 +72,68 @@ form.widget
 # Cells that share a checkpoint and strength are drawn in one batch, and identical cells (every strength-0
 # cell is the base model's image) only once. The same settings give the same pixels: rerun and compare.
 #
-# One image per cell is a coin toss, so for prompts of the demo's toy world every checkpoint × strength is first
-# scored over eight seeds; the grid then shows the first of them (the same images, not drawn again). Under each
-# cell: **L** = likeness (the concept's shape is drawn), **A** = adaptability (in the colour and on the
-# background asked for). The orange frame marks the suggested cell: the weaker of the two scores decides; ties go
-# to the cell whose neighbours (the checkpoints before and after, the strengths above and below) also score well —
-# a lone good cell may be luck — and then to less training and lower strength.
+# ### Scores: likeness and adaptability
+# With **SCORING_CLIP** set (first cell; a hub id downloads once with `DOWNLOAD = True`, then comes from the local
+# cache), any prompt is scored with open models: **likeness** = how close a cell's image is to your training images
+# (DINOv2 or CLIP image embeddings: the mean cosine similarity to its 3 nearest, over the training images' own,
+# 1.0 = as close as they are to each other); **adaptability** = for each prompt below (your caption with one
+# attribute changed — colour, clothing, background, style, medium: the "red hair" test), whether CLIP finds the
+# image closer to the edited prompt than to the caption (the fraction followed); the **copy check** names the
+# nearest training image and flags a cosine similarity of 0.95 or more. Without SCORING_CLIP only the demo's
+# toy-world prompts are scored (its own analytic scorer), and a grid of other prompts draws nothing for scores.
+#
+# The scores use the grid's own images plus the adaptability prompts at each checkpoint × strength; **extra
+# seeds** (form) draws all of them again per seed — one seed is a coin toss, each seed costs as many images again.
+# Edit the prompts below (one a line; empty = none), then run the grid cell.
+
+# %%
+adapt_form = AdaptabilityForm(adaptability_prompts(project))
+adapt_form.widget
+
+# %% [markdown]
+# Under each cell: **L** = likeness, **A** = adaptability (toy world: shape drawn; colour and background as asked).
+# The orange frame marks the suggested cell: the weaker of the two scores decides; ties go to the cell whose
+# neighbours (the checkpoints before and after, the strengths above and below) also score well — a lone good cell
+# may be luck — and then to less training and lower strength. The curve below shows both scores over the
+# checkpoints at the suggested strength: likeness rises while it underfits, adaptability falls when it overfits.
 
 # %%
 gen = Generator(base_model)
 spec = build_spec(project, **form.values())
+edits = adapt_form.edits()
+scorer = project_scorer(project, SCORING_CLIP, SCORING_IMAGE, edits, download=DOWNLOAD) if form.scores.value else None
 drawn = {}  # what the scores draw, the grid reuses
-scored, scorer = form.scores.value, toy_scorer(project)
-choices = judge.score_sweep(gen, spec, project, scorer, seeds=range(1, 9), progress=True, cache=drawn) if scored else []
-best = judge.pick_best(choices, order=[p.stem for p in checkpoints])
-result = make_grid(project, spec, generator=gen, annotate=toy_annotator(project) if scored else None,
+sweep = judge.score_grid(gen, spec, project, scorer, edits, form.extra_seeds.value, progress=True,
+                         cache=drawn) if scorer else None
+choices = sweep.choices if sweep else []
+order = [p.stem for p in checkpoints]
+best = judge.pick_best(choices, order=order)
+result = make_grid(project, spec, generator=gen, annotate=scorer.annotate if scorer else None,
                    best=judge.best_cell(project, best) if best else None, progress=True, cache=drawn)
 print(result.summary())
 for grid, path in zip(result.grids, result.paths):
     print(path)
     display(grid)
-if scored:
+if scorer:
+    print(f"scores: {sweep.generated} images drawn beyond the grid's")
     print(judge.choices_table(choices, best) if choices else "")
     print(judge.suggestion(choices, best))
+if best:
+    display(judge.fit_curve(choices, best.strength, order, best))
+
+# %% [markdown]
+# ## The validation loss, beside the grid
+# With `validation.enabled` (notebook 02), training measured the loss on images it never trained on — the same
+# images and the same noise at every checkpoint, so the checkpoints are compared on equal terms. Lower means the
+# LoRA predicts unseen images of your concept better; the star marks the checkpoint where it bottoms out. Read it
+# with the grid: a loss still falling says more training may help, one rising again says the later checkpoints
+# learned the training images rather than the concept.
+
+# %%
+from lorakit.evaluate.validation import checkpoint_losses, read_validation, validation_figure
+
+validation_rows = checkpoint_losses(read_validation(project))
+validation_figure(validation_rows)
 
 # %% [markdown]
 # ## Does it do anything?
@@ -150,8 +193,43 @@ k, j, i = picker.chosen()
 exported = export_choice(project, result.cells[k][j][i], EXPORT_TO, base_model)
 print(exported.summary())
 
+# %% [markdown]
+# ## Inside the LoRA: what it learned, and a smaller file
+# The chosen LoRA (the last checkpoint when the chosen cell is the base model) described: network type, rank and
+# alpha, the training recipe stored in the file, and **‖ΔW‖ per block** — which UNet blocks (IN, MID, OUT, as the
+# LoRA Block Weight extension names them) and text-encoder layers (TE) changed most. Then a **resize** to a lower
+# rank by SVD: a fixed rank, or per module by sd-scripts' rules (`sv_fro 0.9` keeps 90 % of each ΔW's Frobenius
+# norm). The relative error says what the smaller file loses; put it in the grid above (as a checkpoint) to see it.
+# It is written to `lora-tools/` in the project, never over a file. Command line: `lorakit lora inspect | resize |
+# merge | extract` (see the README).
+
+# %%
+from pathlib import Path
+
+from IPython.display import Image
+
+from lorakit.lora.tools import inspect_lora, resize_lora
+from lorakit.lora.tools.common import free_path
+from lorakit.ui.lora_tools import ResizeForm
+
+chosen = Path(result.cells[k][j][i].checkpoint or checkpoints[-1])
+lora_report = inspect_lora(chosen)
+print(lora_report.format())
+blocks_png = free_path(project.root / "lora-tools", f"{chosen.stem}-blocks.png")
+lora_report.heatmap(blocks_png)
+display(Image(filename=str(blocks_png)))
+tools_form = ResizeForm(rank=max(1, min(lora_report.ranks) // 2))
+tools_form.widget
+
+# %%
+settings = tools_form.values()
+resized = resize_lora(chosen, free_path(project.root / "lora-tools", f"{chosen.stem}-r{settings['rank']}.safetensors"),
+                      **settings)
+print(resized.format(limit=8))
+
 # %%
 missing = [p for p in result.paths + result.exports if not p.is_file()]
 assert result.paths and not missing, f"the grid was not written: {missing or 'no grid'}"
 assert exported.lora is None or exported.lora.is_file(), f"the LoRA was not copied: {exported.lora}"
+assert resized.output.is_file() and lora_report.modules, f"the LoRA tools wrote nothing: {resized.output}"
 print(f"grid: {result.paths[0]}  ({result.summary()})")
