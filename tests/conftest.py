@@ -86,3 +86,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_model_cache():
+    """Each test module starts with lorakit's model cache empty: a Generator leaves its LoRA adapters on the cached
+    pipeline it shares (by design, to reuse them), which another module's exact-weight checks must not see."""
+    from lorakit.models.loading import clear_cache
+
+    clear_cache()
+    yield
+    clear_cache()

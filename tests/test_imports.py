@@ -49,14 +49,16 @@ def test_conversions_are_upright_rgb_and_noted(imported):
     src, _, project, report = imported
     dest = project.dataset_dir / "3_zkx"
     notes = {c.source.name: " ".join(c.notes) for c in report.copied}
-    assert "EXIF orientation 6" in notes["rotated.jpg"] and "RGBA" in notes["rgba.png"]
+    assert "EXIF orientation 6" in notes["rotated.jpg"]
     assert "16-bit" in notes["grey16.png"] and "CMYK" in notes["cmyk.jpg"] and ".gif → .png" in notes["still.gif"]
     assert notes["good.png"] == ""
     with Image.open(dest / "rotated.jpg") as im:
         assert im.size == (64, 96) and im.getexif().get(0x0112, 1) == 1
-    for name in ("rgba.png", "grey16.png", "cmyk.jpg", "palette.png", "still.png"):
+    for name in ("grey16.png", "cmyk.jpg", "palette.png", "still.png"):
         with Image.open(dest / name) as im:
             assert im.mode == "RGB", name
+    with Image.open(src / "rgba.png") as a, Image.open(dest / "rgba.png") as b:  # transparency: the loss mask
+        assert b.mode == "RGBA" and np.array_equal(np.asarray(a.getchannel("A")), np.asarray(b.getchannel("A")))
     with Image.open(src / "grey16.png") as a, Image.open(dest / "grey16.png") as b:
         original = np.asarray(a, dtype=np.float64) / 257
         copy = np.asarray(b.convert("L"), dtype=np.float64)

@@ -42,9 +42,17 @@ def mask_file(image: Path) -> Path | None:
     for folder, stem in ((image.parent, image.stem + MASK_SUFFIX), (image.parent / MASK_DIR, image.stem)):
         for ext in MASK_EXTENSIONS:
             for candidate in (folder / (stem + ext), folder / (stem + ext.upper())):
-                if candidate.is_file() and candidate != image:
+                if _exists(candidate) and candidate != image:
                     return candidate
     return None
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` is a file; a name too long to exist (a 251-byte stem plus ``_mask``) is none."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def is_mask_file(path: Path) -> bool:

@@ -285,16 +285,25 @@ def _open_clip_original(state: dict[str, torch.Tensor], prefix: str) -> dict[str
     return out
 
 
+ADAPTER_KEY = re.compile(r"\.(lora_[A-Za-z_]+|lora_magnitude_vector)\.")  # peft's adapter parts of a wrapped layer
+
+
+def base_weights(model) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` without LoRA adapters a Generator or a training run injected (peft wraps a layer as
+    ``<name>.base_layer`` beside its ``lora_A``/``lora_B``): the model's own weights under their own names."""
+    return {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if not ADAPTER_KEY.search(k)}
+
+
 def to_original_state_dict(pipe, family: str) -> dict[str, torch.Tensor]:
     """A pipeline's weights under the names of an original SD1/SD2/SDXL single-file checkpoint."""
-    out = {UNET + _unet_original(k, pipe.unet): v for k, v in pipe.unet.state_dict().items()}
+    out = {UNET + _unet_original(k, pipe.unet): v for k, v in base_weights(pipe.unet).items()}
     n_up = len(pipe.vae.config.up_block_types)
     for k, v in pipe.vae.state_dict().items():
         name, tensor = _vae_original(k, v, n_up)
         out[VAE + name] = tensor
     encoders = [pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]
     for (prefix, layout), te in zip(families.get(family).original_text_encoders, encoders, strict=False):
-        state = {k: v for k, v in te.state_dict().items() if not k.endswith("position_ids")}
+        state = {k: v for k, v in base_weights(te).items() if not k.endswith("position_ids")}
         if layout == OPEN_CLIP:
             out |= _open_clip_original(state, prefix)
         else:

@@ -18,6 +18,7 @@ import torch
 from lorakit.errors import LoraToolError
 from lorakit.files import create_new, printable
 from lorakit.lora.file import SAVE_DTYPES, open_lora
+from lorakit.models import families
 
 METHODS = ("fixed", "sv_ratio", "sv_fro", "sv_cumulative")
 FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
@@ -161,12 +162,13 @@ def lora_families(data: LoraData) -> set[str]:
     """The families the file can be for ({'sd1'}, {'sd2'}, {'sd1', 'sd2'}, {'sdxl'}): metadata, then key names
     (SDXL's lora_te1_/lora_te2_ and original block names), then the cross-attention width (768 SD1, 1024 SD2)."""
     version = data.metadata.get("ss_base_model_version", "")
-    if version.startswith("sdxl"):
-        return {"sdxl"}
-    if version.startswith("sd_v2") or data.metadata.get("ss_v2") == "True":
-        return {"sd2"}
-    if version.startswith("sd_v1"):
-        return {"sd1"}
+    if data.metadata.get("ss_v2") == "True" and not version:
+        version = families.get("sd2").ss_base_model_version
+    # kohya's value without its release part: sd_v1, sd_v2(_768_v), sdxl(_base_v1-0, _base_v0-9)
+    named = {fam.layout for fam in families.FAMILIES.values()
+             if version.startswith(fam.ss_base_model_version.split("_base")[0])} if version else set()
+    if named:
+        return named
     keys = data.modules
     if any(k.startswith(("lora_te1_", "lora_te2_", "lora_unet_input_blocks", "lora_unet_output_blocks")) for k in keys):
         return {"sdxl"}
