@@ -17,7 +17,8 @@ import torch
 REQUIRED = {"torch": "2.13", "diffusers": "0.35.2", "transformers": "5.0", "peft": "0.18", "accelerate": "1.0.1",
             "safetensors": "0.4", "ipywidgets": "8.0"}
 OPTIONAL = {"bitsandbytes": "8-bit AdamW (saves VRAM on CUDA)", "prodigyopt": "the Prodigy optimizer",
-            "dadaptation": "DAdaptation optimizers", "tensorboard": "TensorBoard logs",
+            "dadaptation": "DAdaptation optimizers", "tensorboard": "TensorBoard logs (training.log_with)",
+            "wandb": "Weights & Biases logs, offline by default", "trackio": "trackio logs",
             "pillow-heif": "HEIC photos from phones"}
 
 

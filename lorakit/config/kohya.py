@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.schema import TrainConfig, default_of, field_keys
+from lorakit.config.schema import TrainConfig, _listed, default_of, field_keys
 from lorakit.errors import ConfigError
 
 UNSET = object()  # a kohya value of "" or null: "use the default"
@@ -145,7 +145,7 @@ IGNORED: dict[str, str] = {
     "output_dir": _PATH, "logging_dir": _PATH, "train_data_dir": _PATH, "reg_data_dir": _PATH,
     "resume": "resume a lorakit run with `lorakit train PROJECT --resume`", "log_prefix": _LOG,
     "max_data_loader_n_workers": _LOADER, "persistent_data_loader_workers": _LOADER, "vae_batch_size": _LOADER,
-    "use_wandb": _LOG, "wandb_run_name": _LOG, "log_tracker_name": _LOG, "log_with": _LOG,
+    "wandb_run_name": _LOG, "log_tracker_name": _LOG,
     "wandb_api_key": "an account secret: never copied into a project",
     "sdxl_cache_text_encoder_outputs": "an SDXL memory option; lorakit decides what to cache itself",
     "sdxl_no_half_vae": "an SDXL VAE option; lorakit picks the VAE precision itself",
@@ -302,7 +302,7 @@ class _Reader:
         allowed = self.choices.get(dst)
         if allowed and value not in allowed:
             kept = self.values.get(dst, _default(dst))
-            self.flag(key, value, f"lorakit's {dst} is one of {', '.join(allowed)}; kept {kept!r}")
+            self.flag(key, value, f"lorakit's {dst} is one of {_listed(allowed)}; kept {kept!r}")
             return
         self.values[dst] = value
         self.mapped.append((key, dst, value))
@@ -342,7 +342,7 @@ def import_kohya(source: str | Path | dict[str, Any]) -> KohyaImport:
         raw = parse_kohya_text(text)
     r = _Reader(raw)
     for rule in (_network, _learning_rates, _family, _resolution, _noise, _epochs, _warmup, _text_encoder_stop,
-                 _attention, _sampling, _saving_format, _optimizer):
+                 _attention, _sampling, _saving_format, _optimizer, _logging):
         rule(r)
     _direct(r)
     _lorakit_block(r)
@@ -544,6 +544,23 @@ def _optimizer(r: _Reader) -> None:
         r.ignore("optimizer_args", f"arguments of {name}, which lorakit does not offer")
 
 
+def _logging(r: _Reader) -> None:
+    """kohya's log_with (tensorboard, wandb) and use_wandb = true -> training.log_with."""
+    if r.has("log_with"):
+        r.map("log_with", "training.log_with", str(r.get("log_with")).lower())
+    elif "log_with" in r.raw:
+        r.ignore("log_with", "empty: nothing is logged beyond the project's logs/loss.jsonl")
+    if "use_wandb" not in r.raw:
+        return
+    if _as(bool, r.get("use_wandb", False), "use_wandb"):
+        if r.values.get("training.log_with", "wandb") == "wandb":
+            r.map("use_wandb", "training.log_with", "wandb")
+        else:
+            r.ignore("use_wandb", f"log_with = {r.values['training.log_with']!r} is kept (lorakit logs to one tracker)")
+    else:
+        r.ignore("use_wandb", "off (its neutral value)")
+
+
 def _others(r: _Reader) -> None:
     """Every key not read yet: neutral, ignored with a reason, or not supported."""
     for key, raw in r.raw.items():
@@ -621,5 +638,6 @@ def _kohya_values(cfg: TrainConfig) -> dict[str, Any]:
         "xformers": "sdpa" if t.sdpa else "none",
         "sample_prompts": "\n".join(cfg.sampling.sample_prompts),
         "save_model_as": "safetensors",
+        "log_with": t.log_with if t.log_with in ("tensorboard", "wandb") else "",  # trackio: in the 'lorakit' block
     })
     return dict(sorted(out.items(), key=lambda kv: kv[0].lower()))

@@ -44,6 +44,7 @@ SCHEDULERS = (
 PRECISIONS = ("no", "fp16", "bf16")
 SAVE_PRECISIONS = ("fp16", "bf16", "float")
 SAVE_WEIGHTS = ("raw", "ema", "both")
+TRACKERS = ("", "tensorboard", "wandb", "trackio")  # accelerate's log_with; "" = none
 PREDICTION_TYPES = ("auto", "epsilon", "v_prediction")
 
 
@@ -57,11 +58,16 @@ def _f(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - `help` rea
     return field(default=default, metadata=meta)
 
 
+def _listed(choices) -> str:
+    """The choices as a list to read, the empty one as "" (e.g. training.log_with's "none")."""
+    return ", ".join(c if c else '""' for c in choices)
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         near = difflib.get_close_matches(value, allowed, n=1, cutoff=0.4)
         hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise ConfigError(f"{name} = {value!r} is not one of {', '.join(allowed)}.{hint}")
+        raise ConfigError(f"{name} = {value!r} is not one of {_listed(allowed)}.{hint}")
 
 
 def _positive(name: str, value: float, why: str) -> None:
@@ -325,9 +331,13 @@ class TrainingConfig:
                                "update (0.99-0.999 when used; it ramps up from 0 as in diffusers); 0 = off.")
     ema_every_n_steps: int = _f(1, "Update the EMA every N optimizer steps (the decay applies per update).")
     ema_on_cpu: bool = _f(False, "Keep the EMA weights in CPU memory instead of on the GPU (saves VRAM).")
+    log_with: str = _f("", "Log loss, learning rates, validation loss and samples with this tracker (accelerate's "
+                           "log_with): tensorboard, wandb or trackio; logs go to <project>/logs/; W&B runs offline "
+                           "unless you logged in (WANDB_API_KEY) or set WANDB_MODE; empty = none.", choices=TRACKERS)
 
     def __post_init__(self) -> None:
         _choice("training.mixed_precision", self.mixed_precision, PRECISIONS)
+        _choice("training.log_with", self.log_with, TRACKERS)
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"training.ema_decay must be 0 (off) or below 1 (got {self.ema_decay:g}); 0.999 is usual.")
         if self.ema_every_n_steps < 1:
@@ -383,6 +393,11 @@ class SamplingConfig:
     sample_sampler: str = _f("euler_a", "Sampler for the samples (kohya/A1111 name: euler_a, euler, ddim, dpm++_2m, ...).")
     sample_steps: int = _f(20, "Sampling steps for the samples (a prompt's --s overrides it).")
     sample_cfg: float = _f(7.0, "Classifier-free guidance scale for the samples (a prompt's --l overrides it).")
+    sample_strengths: list[float] = _f(
+        [1.0], "LoRA strengths each sample prompt is drawn at, e.g. [0.5, 1.0] (0 = the base model); the same seed "
+               "for every strength and checkpoint."
+    )
+    sample_at_start: bool = _f(False, "Draw the samples once before the first step: the base model's baseline.")
 
     def __post_init__(self) -> None:
         _finite(self, "sampling")
@@ -390,6 +405,22 @@ class SamplingConfig:
         _non_negative("sampling.sample_every_n_steps", self.sample_every_n_steps)
         if self.sample_steps < 1:
             raise ConfigError("sampling.sample_steps must be >= 1 (20-30 is usual).")
+        check_strengths(self.sample_strengths)
+
+
+MAX_SAMPLE_STRENGTH = 2.0  # beyond twice the trained strength a LoRA only burns the image
+
+
+def check_strengths(values: list[float]) -> None:
+    """sampling.sample_strengths: not empty, each finite, 0 to MAX_SAMPLE_STRENGTH, no repeats."""
+    if not values:
+        raise ConfigError("sampling.sample_strengths is empty: give at least one strength, e.g. [1.0].")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_SAMPLE_STRENGTH:
+            raise ConfigError(f"sampling.sample_strengths: {v!r} is not a strength from 0 to "
+                              f"{format_float(MAX_SAMPLE_STRENGTH)}; use e.g. [0.5, 1.0].")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"sampling.sample_strengths lists a strength twice ({values}); give each once.")
 
 
 MAX_VALIDATION_SPLIT = 0.5  # more held out than trained on makes no sense
@@ -567,7 +598,7 @@ def _comment_lines(f) -> list[str]:
     """The help text (and the allowed values) of a field as TOML comment lines."""
     lines = ["# " + line for line in textwrap.wrap(f.metadata.get("help", ""), width=106)]
     if f.metadata.get("choices"):
-        lines.append(f"# one of: {', '.join(f.metadata['choices'])}")
+        lines.append(f"# one of: {_listed(f.metadata['choices'])}")
     return lines
 
 
@@ -647,6 +678,8 @@ def _coerce(name: str, value: Any, f) -> Any:
                 return int(value)
             raise ConfigError(f"{name} must be a whole number (got {value!r}).")
         return value
+    if isinstance(default, list) and default and isinstance(default[0], float):
+        return _numbers(name, value)
     if isinstance(default, list):
         if isinstance(value, str):
             value = [line for line in value.splitlines() if line.strip()]
@@ -658,6 +691,23 @@ def _coerce(name: str, value: Any, f) -> Any:
             raise ConfigError(f"{name} must be text (got {value!r}).")
         return value
     return value
+
+
+def _numbers(name: str, value: Any) -> list[float]:
+    """A list of numbers, from TOML ([0.5, 1.0]) or from text ("0.5, 1.0" or one per line)."""
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    if not isinstance(value, list):
+        raise ConfigError(f"{name} must be a list of numbers such as [0.5, 1.0] (got {value!r}).")
+    out = []
+    for v in value:
+        try:
+            if isinstance(v, bool):
+                raise ValueError
+            out.append(float(v))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: {v!r} is not a number; write e.g. [0.5, 1.0].") from None
+    return out
 
 
 def parse_optimizer_args(text: str) -> dict[str, Any]:

@@ -16,6 +16,8 @@ modules; SDXL UNet keys use the original-model block names (``input_blocks_4_1_�
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -164,6 +166,28 @@ class Network:
         if not out:
             raise ValueError("the network has no adapter layers to export (was it detached?)")
         return out
+
+    # ---- strength ------------------------------------------------------------------------------------
+    @contextmanager
+    def at_strength(self, strength: float) -> Iterator[None]:
+        """Run the model with the adapter at ``strength`` × its trained scale (0 = the adapter off: the base
+        model); the exact scale and on/off state of every layer come back afterwards, even after an error."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for model in self.parts.values() for m in model.modules()
+                  if isinstance(m, BaseTunerLayer) and ADAPTER in getattr(m, "scaling", {})]
+        saved = [(m, m.scaling[ADAPTER], m._disable_adapters) for m in layers]
+        try:
+            for m, scale, _ in saved:
+                if strength == 0:  # off rather than × 0: DoRA's magnitude would still apply at scale 0
+                    m._disable_adapters = True
+                else:
+                    m.scaling[ADAPTER] = scale * strength
+            yield
+        finally:
+            for m, scale, disabled in saved:
+                m.scaling[ADAPTER] = scale
+                m._disable_adapters = disabled
 
     def detach(self) -> None:
         detach_all(self.base)

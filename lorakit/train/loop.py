@@ -42,7 +42,8 @@ from lorakit.train.noise import (
 )
 from lorakit.train.outputs import keep_previous_run, prune
 from lorakit.train.prepare import OOM_ADVICE, Run, prepare
-from lorakit.train.sampling import draw_samples
+from lorakit.train.sampling import draw_samples, save_strength_sheets
+from lorakit.train.trackers import TrackerLog, accelerator_args, group_names
 from lorakit.train.validation import Validation
 
 __all__ = ["Callback", "TrainResult", "train"]  # Callback and TrainResult live in events.py
@@ -69,6 +70,7 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
         mixed_precision=cfg.training.mixed_precision if torch.cuda.is_available() else "no",
         gradient_accumulation_steps=cfg.optimizer.gradient_accumulation_steps,
         cpu=not torch.cuda.is_available(),
+        **accelerator_args(cfg.training.log_with, project.logs_dir),  # the tracker, if any (trackers.py)
     )
     main = accelerator.is_main_process
     with project.lock(enabled=main), StopRequest() as stop:  # one run per project; SIGTERM stops after a step
@@ -104,6 +106,8 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                 at = Position(pos.step, epoch, batch)
                 result.state_path = resume_state.save_state(state_file, snapshot(run, at, result))
 
+        trackers = TrackerLog(accelerator, t.log_with, project.root.name, cfg.to_dict(), project.logs_dir)
+        events.callbacks.append(trackers)  # validation loss and samples; the per-step values below
         try:  # from here on an interrupt, even before the first batch, saves the state to resume from
             events.on_start({"total_steps": run.total_steps, "epochs": run.epochs, "images": len(run.items),
                              "batches_per_epoch": run.batches_per_epoch, "model": base.describe(),
@@ -111,6 +115,8 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                              "validation": [str(it.path) for it in run.validation]})
             if pos.step == 0:  # the base model's value: the baseline every checkpoint is compared with
                 validation.measure(0, 0)
+                if cfg.sampling.sample_at_start:  # and its pictures: epoch 0, step 0, the adapter off
+                    draw(project, run, 0, 0, main, result, events, baseline=True)
             for epoch in range(pos.epoch, run.epochs):
                 pos.epoch = epoch
                 epoch_losses = []
@@ -147,6 +153,8 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                     log_row(main, project.logs_dir / "loss.jsonl",
                             {"step": pos.step, "epoch": pos.epoch + 1, "loss": value, "lr": lr})
                     events.on_step(pos.step, value, lr)
+                    trackers.step(pos.step, value, dict(zip(group_names(run), run.lr_scheduler.get_last_lr(),
+                                                            strict=False)))
                     every = cfg.saving.save_every_n_steps
                     if every and pos.step % every == 0 and pos.step < run.total_steps:
                         save_lora(pos.step, pos.epoch + 1)
@@ -169,6 +177,8 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                     break
             save_lora(None, pos.epoch + 1)
             save_state(pos.epoch + 1, 0)
+            if main and cfg.sampling.sample_prompts:  # per prompt: the drawings × sample strengths, in one picture
+                save_strength_sheets(project.samples_dir, cfg)
         except KeyboardInterrupt:  # keep what was learned: the state to resume from, at the exact batch
             result.interrupted = True
             save_state(pos.epoch, pos.batch)
@@ -178,6 +188,7 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
             for m in run.trained:
                 m.eval()
             accelerator.wait_for_everyone()
+            trackers.end()
             result.weights_checksum = weights_checksum(run.net)
             run.net.detach()  # the cached base model is clean for the next run in this kernel
             if t.gradient_checkpointing:
@@ -309,11 +320,11 @@ def encode_text(base: BaseModel, cfg: TrainConfig, captions: list[str], te_train
 
 
 def draw(project: Project, run: Run, epoch: int, step: int, main: bool, result: TrainResult,
-         events: Callback) -> None:
-    """Sample images with the adapter as it is now (main process only)."""
+         events: Callback, baseline: bool = False) -> None:
+    """Sample images with the adapter as it is now, at each sample strength (main process only)."""
     if not run.cfg.sampling.sample_prompts or not main:
         return
-    paths = draw_samples(run.base, run.cfg, project.samples_dir / f"{epoch:06d}", step)
+    paths = draw_samples(run.base, run.cfg, project.samples_dir / f"{epoch:06d}", step, run.net, baseline)
     result.samples.extend(paths)
     events.on_samples(epoch, step, paths)
 

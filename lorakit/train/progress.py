@@ -89,22 +89,6 @@ def summary(result: TrainResult) -> Summary:
     })
 
 
-class TensorBoardCallback(Callback):
-    """Loss and learning rate to <project>/logs/tensorboard, when the tensorboard package is installed."""
-
-    def __init__(self, log_dir) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(log_dir))
-
-    def on_step(self, step: int, loss: float, lr: float) -> None:
-        self.writer.add_scalar("loss", loss, step)
-        self.writer.add_scalar("lr", lr, step)
-
-    def on_end(self, result: TrainResult) -> None:
-        self.writer.close()
-
-
 class SpeedRecorder(Callback):
     """Remembers the run's steps/s (first step excluded) for this machine and setting, so that notebook 02 can say
     how long a run will take. It writes only to ``path`` (default: the user's speed file), and only when asked:
@@ -121,13 +105,8 @@ class SpeedRecorder(Callback):
 
 
 def default_callbacks(project, cfg: TrainConfig | None = None) -> list[Callback]:
-    """The CLI's: a progress bar, the speed record (with ``cfg``), and TensorBoard logs if tensorboard is installed."""
-    import importlib.util
-
-    callbacks: list[Callback] = [TqdmCallback()] + ([SpeedRecorder(cfg)] if cfg is not None else [])
-    if importlib.util.find_spec("tensorboard") is not None:
-        callbacks.append(TensorBoardCallback(project.logs_dir / "tensorboard"))
-    return callbacks
+    """The CLI's: a progress bar and the speed record (with ``cfg``); trackers are training.log_with's (trackers.py)."""
+    return [TqdmCallback()] + ([SpeedRecorder(cfg)] if cfg is not None else [])
 
 
 def loss_figure(losses: list[float], title: str = "training loss", validation: list[dict] | None = None):
@@ -160,8 +139,13 @@ def samples_sheet(paths, prompts: list[str] | None = None):
     """The sample images of a run as one picture: a row per epoch, a column per prompt (labeled with it)."""
     from PIL import Image
 
+    from lorakit.train.sampling import parse_sample_name
 
     rows: dict[str, dict[int, str]] = {}
+    named = [(p, parse_sample_name(p)) for p in paths]
+    strengths = {n.strength for _, n in named if n is not None and n.strength is not None}
+    keep = min(strengths, key=lambda s: (abs(s - 1.0), -s)) if strengths else None  # several: the one nearest 1
+    paths = [p for p, n in named if n is None or n.strength in (None, keep)]
     for p in sorted(paths):
         rows.setdefault(p.parent.name, {})[int(p.stem.rsplit("_", 1)[-1])] = p
     if not rows:

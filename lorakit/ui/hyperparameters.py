@@ -47,13 +47,14 @@ def field_widget(name: str, value: Any, f) -> widgets.Widget:
     if isinstance(default, bool):
         return widgets.Checkbox(value=value, indent=True, **common)
     if f.metadata.get("choices"):
-        return widgets.Dropdown(options=list(f.metadata["choices"]), value=value, **common)
+        options = [(c or "(none)", c) for c in f.metadata["choices"]]  # "" reads as none (training.log_with)
+        return widgets.Dropdown(options=options, value=value, **common)
     if isinstance(default, int):
         return widgets.IntText(value=value, **common)
     if isinstance(default, float):
         return widgets.FloatText(value=value, **common)
     if isinstance(default, list):
-        return widgets.Textarea(value="\n".join(value), placeholder="one per line", rows=3, **common)
+        return widgets.Textarea(value="\n".join(map(str, value)), placeholder="one per line", rows=3, **common)
     return widgets.Text(value=value, **common)
 
 
@@ -181,7 +182,7 @@ class HyperparameterForm:
         """Show ``cfg`` in the widgets."""
         for key, (w, default) in self.fields.items():
             value = cfg.get(key)
-            w.value = "\n".join(value) if isinstance(default, list) else value
+            w.value = "\n".join(map(str, value)) if isinstance(default, list) else value
         self._on_change()
 
     def apply_preset(self, name: str) -> TrainConfig:

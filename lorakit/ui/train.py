@@ -66,7 +66,7 @@ class LiveView(TqdmCallback):
 
     def on_samples(self, epoch: int, step: int, paths: list[Path]) -> None:
         with self.gallery:
-            print(f"epoch {epoch}, step {step}:")
+            print("before training (the base model):" if step == 0 else f"epoch {epoch}, step {step}:")
             for p in paths:
                 display(IPImage(filename=str(p), width=160))
 

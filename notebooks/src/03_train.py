@@ -80,6 +80,18 @@ loss_figure(result.losses, validation=result.validation)
 samples_sheet(result.samples, form.value().sampling.sample_prompts)
 
 # %% [markdown]
+# Each prompt on its own: a row per drawing (with `sampling.sample_at_start`, the base model first, as step 0)
+# and a column per strength of `sampling.sample_strengths` (e.g. `[0.5, 1.0]`), always with the same seed, so
+# only the LoRA changes from cell to cell. A concept that shows at 0.5 and no burn at 1.0 is a good epoch.
+
+# %%
+from lorakit.train.sampling import strength_sheets
+
+for sheet in strength_sheets(project.samples_dir, form.value().sampling.sample_prompts,
+                             form.value().saving.output_name, form.value().sampling.sample_strengths):
+    display(sheet)
+
+# %% [markdown]
 # Next: **04 · evaluate** — compare the checkpoints at several strengths in an X/Y grid.
 
 # %%
