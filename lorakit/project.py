@@ -105,16 +105,14 @@ class Project:
         return path if path.is_absolute() else self.root / path
 
     def checkpoints(self, name: str | None = None) -> list[Path]:
-        """LoRA files in output/, in training order: name-000001, name-000002, ..., then name (the last)."""
+        """LoRA files in output/, in training order: name-000001, name-step00000500, name-000002, ..., then name
+        (the last); see training_order."""
         files = sorted(self.output_dir.glob("*.safetensors"))
         if name is not None:
             files = [f for f in files if f.stem == name or f.stem.startswith(name + "-")]
-        numbered = [f for f in files if _suffix_number(f.stem) is not None]
-        final = [f for f in files if _suffix_number(f.stem) is None]
-        # an EMA file (name-000004-ema) right after the raw one it shadows
-        variant = lambda f: (raw_stem(f.stem), f.stem.endswith(EMA_SUFFIX))  # noqa: E731
-        return (sorted(numbered, key=lambda f: (_suffix_number(f.stem), *variant(f)))
-                + sorted(final, key=variant))
+        numbered = [f for f in files if checkpoint_index(f.stem) is not None]
+        final = [f for f in files if checkpoint_index(f.stem) is None]
+        return training_order(numbered) + sorted(final, key=lambda f: (raw_stem(f.stem), f.stem.endswith(EMA_SUFFIX)))
 
     def grids(self) -> list[Path]:
         return sorted(self.grids_dir.glob("*.png"))
@@ -170,9 +168,55 @@ def raw_stem(stem: str) -> str:
     return stem.removesuffix(EMA_SUFFIX)
 
 
-def _suffix_number(stem: str) -> int | None:
+STEP_TAG = "step"  # name-step00000500.safetensors: a save every N steps, as kohya names it
+
+
+def checkpoint_index(stem: str) -> tuple[str, int] | None:
+    """What a checkpoint's stem numbers: 'lora-000004' -> ('epoch', 4), 'lora-step00000500' -> ('step', 500)
+    (an EMA twin as its raw file); None for the final file."""
     head, _, tail = raw_stem(stem).rpartition("-")
-    return int(tail) if head and tail.isdigit() else None
+    if not head:
+        return None
+    if tail.isascii() and tail.isdigit():
+        return "epoch", int(tail)
+    number = tail.removeprefix(STEP_TAG)
+    if tail.startswith(STEP_TAG) and number.isascii() and number.isdigit():
+        return "step", int(number)
+    return None
+
+
+def saved_at_step(path: Path) -> int | None:
+    """The training step a LoRA file was saved at (its ss_steps metadata), read from the safetensors header only;
+    None when the file does not say."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size < 100_000_000:
+                return None
+            meta = json.loads(f.read(size)).get("__metadata__") or {}
+        return int(meta["ss_steps"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def training_order(files: list[Path]) -> list[Path]:
+    """Numbered checkpoints in the order training wrote them, each EMA twin right after its raw file. Epoch files
+    sort by epoch and step files by step; when a run has both, epoch files go at the step their ss_steps metadata
+    gives (a step save at that same step first). Without that metadata the epoch files come first, then the step
+    files."""
+    index = {f: checkpoint_index(f.stem) for f in files}
+    at = {}
+    if len({kind for kind, _ in index.values()}) == 2:
+        at = {f: saved_at_step(f) for f in files if index[f][0] == "epoch"}
+        if any(v is None for v in at.values()):
+            at = {}
+
+    def key(f: Path):
+        kind, n = index[f]
+        place = ((n if kind == "step" else at[f]), kind == "epoch") if at else (kind == "step", n)
+        return (*place, n, raw_stem(f.stem), f.stem.endswith(EMA_SUFFIX))
+
+    return sorted(files, key=key)
 
 
 def _read_lock(path: Path) -> dict:

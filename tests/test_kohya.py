@@ -131,8 +131,11 @@ def test_noise_warmup_optimizer_and_resolution_rules():
     assert constant.config.optimizer.lr_warmup_ratio == 0.0 and "ignores warm-up" in constant.report()
     sgd = import_kohya({"optimizer": "SGDNesterov", "optimizer_args": "weight_decay=0.01"}).config.optimizer
     assert (sgd.optimizer, sgd.optimizer_args) == ("SGD", "momentum=0.9 nesterov=True weight_decay=0.01")
-    lion = import_kohya({"optimizer": "Lion", "optimizer_args": "betas=0.9,0.99"})
-    assert lion.config.optimizer.optimizer == "AdamW" and lion.unsupported[0][0] == "optimizer"
+    lion = import_kohya({"optimizer": "Lion", "optimizer_args": "betas=0.9,0.99"}).config.optimizer
+    assert (lion.optimizer, lion.optimizer_args) == ("Lion", "betas=0.9,0.99")
+    free = import_kohya({"optimizer": "AdamWScheduleFree", "optimizer_args": "warmup_steps=10"})
+    assert free.config.optimizer.optimizer == "AdamW" and free.unsupported[0][0] == "optimizer"
+    assert "'AdamW'" in free.unsupported[0][2] and free.config.optimizer.optimizer_args == ""
     wide = import_kohya({"max_resolution": "768,512", "max_bucket_reso": 1024})
     assert wide.config.data.resolution == 624 and wide.unsupported[0][0] == "max_resolution"
     assert import_kohya({"epoch": 3, "max_train_epochs": "7"}).config.training.max_train_epochs == 7

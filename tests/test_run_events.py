@@ -52,9 +52,13 @@ def test_events_samples_and_step_checkpoints(tiny_project):
     kinds = [e[0] for e in rec.events]
     assert kinds[0] == "start" and rec.events[0][1] == 16
     assert [e for e in rec.events if e[0] == "samples"] == [("samples", 1, 2), ("samples", 2, 2)]
-    assert ("checkpoint", "zkx-000005.safetensors") in rec.events
-    assert ("checkpoint", "zkx-000010.safetensors") in rec.events
+    assert ("checkpoint", "zkx-step00000005.safetensors") in rec.events  # kohya's step names: no clash with epochs
+    assert ("checkpoint", "zkx-step00000010.safetensors") in rec.events
     assert ("checkpoint", "zkx-000001.safetensors") in rec.events  # epoch 1
+    # in the order training wrote them: step 5, epoch 1 (step 8), steps 10 and 15, then the last
+    assert [p.name for p in project.checkpoints()] == [
+        "zkx-step00000005.safetensors", "zkx-000001.safetensors", "zkx-step00000010.safetensors",
+        "zkx-step00000015.safetensors", "zkx.safetensors"]
     assert rec.events[-1] == ("checkpoint", "zkx.safetensors") or ("checkpoint", "zkx.safetensors") in rec.events
     assert len(result.samples) == 4 and all(p.is_file() for p in result.samples)
     assert (project.samples_dir / "000002").is_dir()

@@ -3,6 +3,7 @@
     lorakit config check my-project/lorakit.toml [--vram 8]   # + the GPU memory it needs (lorakit.train.memory)
     lorakit config show [--section optimizer]
     lorakit config import-kohya settings.json -o my-project/lorakit.toml
+    lorakit config import-kohya sd-scripts-config.toml -o my-project/lorakit.toml
     lorakit config export-kohya my-project/lorakit.toml -o kohya.json
     lorakit config init my-project --preset character
     lorakit config steps my-project [--kind character]
@@ -66,8 +67,10 @@ def _refuse_overwrite(path: Path, force: bool) -> None:
 
 def _cmd_import(args) -> int:
     from lorakit.config.kohya import import_kohya
+    from lorakit.config.sd_scripts import import_sd_scripts_toml
 
-    result = import_kohya(Path(args.file))
+    # a .toml is sd-scripts' --config_file; anything else the kohya_ss GUI's JSON (or pasted text)
+    result = (import_sd_scripts_toml if Path(args.file).suffix.lower() == ".toml" else import_kohya)(Path(args.file))
     out = Path(args.output)
     _refuse_overwrite(out, args.force)
     result.config.save(out)
@@ -133,7 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", action="store_true", help="as Markdown tables (for docs)")
     p.set_defaults(func=_cmd_show)
 
-    p = cmds.add_parser("import-kohya", help="read kohya_ss GUI settings (JSON, pasted text is fine)")
+    p = cmds.add_parser("import-kohya", help="read kohya_ss GUI settings (JSON, pasted text is fine) or an sd-scripts config .toml")
     p.add_argument("file", type=Path)
     p.add_argument("-o", "--output", default="lorakit.toml")
     p.add_argument("--force", action="store_true", help="replace an existing output file")

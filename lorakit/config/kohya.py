@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.schema import TrainConfig, _listed, default_of, field_keys
+from lorakit.config.sample_prompts import prompt_lines
+from lorakit.config.schema import OPTIMIZERS, TrainConfig, _listed, default_of, field_keys
 from lorakit.errors import ConfigError
 
 UNSET = object()  # a kohya value of "" or null: "use the default"
@@ -75,6 +76,7 @@ DIRECT: dict[str, str] = {
     "sample_every_n_epochs": "sampling.sample_every_n_epochs",
     "sample_every_n_steps": "sampling.sample_every_n_steps",
     "sample_sampler": "sampling.sample_sampler",
+    "sample_at_first": "sampling.sample_at_start",  # sd-scripts' name
 }
 
 # keys read together by the special rules below (the network, learning rates, model family, noise, ...)
@@ -151,6 +153,19 @@ IGNORED: dict[str, str] = {
     "sdxl_no_half_vae": "an SDXL VAE option; lorakit picks the VAE precision itself",
     "model_list": "the GUI's model drop-down; pretrained_model_name_or_path names the model",
     "noise_offset_type": "chooses between noise_offset and multires noise (see those)",
+    # sd-scripts' own arguments (its --config_file TOML)
+    "dataset_config": "sd-scripts' dataset TOML (folders, repeats); lorakit reads the project's dataset/ folder: "
+                      "bring the images in with `lorakit dataset import`",
+    "config_file": "the TOML being read", "output_config": "sd-scripts writes its arguments; lorakit saves lorakit.toml",
+    "highvram": "an sd-scripts memory hint; lorakit decides what stays on the GPU",
+    "lowram": "an sd-scripts memory hint; lorakit decides what stays on the GPU",
+    "no_half_vae": "lorakit picks the VAE precision itself",
+    "cache_text_encoder_outputs": "lorakit decides what to cache itself",
+    "cache_text_encoder_outputs_to_disk": "lorakit decides what to cache itself",
+    "console_log_level": _LOG, "save_state_on_train_end": "lorakit saves a resumable state as saving.save_state says",
+    "metadata_title": "lorakit writes its own ss_* metadata", "metadata_author": "lorakit writes its own ss_* metadata",
+    "metadata_description": "lorakit writes its own ss_* metadata",
+    "metadata_license": "lorakit writes its own ss_* metadata", "metadata_tags": "lorakit writes its own ss_* metadata",
 }
 
 NETWORK_TYPES = {  # kohya_ss LoRA_type -> lorakit network.type
@@ -159,8 +174,46 @@ NETWORK_TYPES = {  # kohya_ss LoRA_type -> lorakit network.type
 }
 EXPORT_NETWORK = {"lora": "Standard", "locon": "Kohya LoCon", "loha": "LyCORIS/LoHa", "lokr": "LyCORIS/LoKr",
                   "dora": "LyCORIS/LoCon"}
-OPTIMIZER_ALIASES = {"DAdaptation": "DAdaptAdam", "AdamW": "AdamW", "AdamW8bit": "AdamW8bit",
-                     "Adafactor": "Adafactor", "Prodigy": "Prodigy", "DAdaptAdam": "DAdaptAdam", "SGD": "SGD"}
+# sd-scripts' optimizer_type names (library/train_util.py get_optimizer) and the kohya_ss GUI's list, each either
+# one of lorakit's (same name, any case) or mapped here with what the mapping means
+OPTIMIZER_MAP: dict[str, tuple[str, str, str]] = {  # kohya name -> (lorakit optimizer, extra args, note)
+    "DAdaptation": ("DAdaptAdamPreprint", "", "sd-scripts' DAdaptation is DAdaptAdamPreprint"),
+    "SGDNesterov": ("SGD", "momentum=0.9 nesterov=True", ""),
+    "SGDNesterov8bit": ("SGD", "momentum=0.9 nesterov=True",
+                        "SGD with Nesterov momentum in fp32: its 8-bit state saves little on a LoRA's few weights"),
+}
+# names lorakit does not train with, and the nearest it has
+OPTIMIZER_REFUSED: dict[str, str] = {
+    "AdamWScheduleFree": "AdamW", "RAdamScheduleFree": "AdamW", "SGDScheduleFree": "SGD", "CAME": "Adafactor",
+    "Came": "Adafactor", "prodigyplus.ProdigyPlusScheduleFree": "Prodigy",
+}
+KOHYA_OPTIMIZERS = (  # every name sd-scripts' get_optimizer and the kohya_ss GUI offer
+    "AdamW", "AdamW8bit", "Lion", "SGDNesterov", "SGDNesterov8bit", "PagedAdamW", "PagedAdamW8bit",
+    "PagedAdamW32bit", "Lion8bit", "PagedLion8bit", "AdEMAMix8bit", "PagedAdEMAMix8bit", "DAdaptation",
+    "DAdaptAdamPreprint", "DAdaptAdaGrad", "DAdaptAdam", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD",
+    "Adafactor", "AdaFactor", "Prodigy", "AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree", "CAME",
+    "prodigyplus.ProdigyPlusScheduleFree",
+)
+
+
+def kohya_optimizer(name: str) -> tuple[str | None, str, str]:
+    """(lorakit optimizer or None, extra optimizer args, note) for a kohya optimizer name, a full class path
+    ('prodigyopt.Prodigy', 'bitsandbytes.optim.AdamW8bit', 'torch.optim.AdamW') included."""
+    name = name.strip()
+    if name in OPTIMIZER_REFUSED:
+        return None, "", f"lorakit does not offer it; the nearest it has is {OPTIMIZER_REFUSED[name]!r}"
+    if name in OPTIMIZER_MAP:
+        return OPTIMIZER_MAP[name]
+    for known in OPTIMIZERS:
+        if known.lower() == name.lower():
+            return known, "", ""
+    module, _, cls = name.rpartition(".")
+    if module:  # sd-scripts takes any importable class; lorakit knows the ones it offers by their class name
+        mapped, extra, note = kohya_optimizer(cls)
+        if mapped is not None:
+            return mapped, extra, note or f"the class {name!r} is lorakit's {mapped!r}"
+    return None, "", f"lorakit offers {', '.join(OPTIMIZERS)}; kept AdamW"
+
 
 # ---- tolerant reading of pasted text ----------------------------------------------------------------------
 
@@ -515,7 +568,7 @@ def _sampling(r: _Reader) -> None:
     if "sample_prompts" not in r.raw:
         return
     text = r.get("sample_prompts", "")
-    prompts = [p.strip() for p in str(text).splitlines() if p.strip()] if text is not UNSET else []
+    prompts = prompt_lines(str(text).splitlines()) if text is not UNSET else []  # '#' lines are comments
     r.map("sample_prompts", "sampling.sample_prompts", prompts)
 
 
@@ -531,17 +584,17 @@ def _optimizer(r: _Reader) -> None:
     if "optimizer" not in r.raw:
         return
     name = str(r.get("optimizer", "AdamW"))
-    if name == "SGDNesterov":
-        r.map("optimizer", "optimizer.optimizer", "SGD")
-        extra = "momentum=0.9 nesterov=True"
+    mapped, extra, note = kohya_optimizer(name)
+    if mapped is None:
+        r.flag("optimizer", name, note)
+        r.ignore("optimizer_args", f"arguments of {name}, which lorakit does not offer")
+        return
+    r.map("optimizer", "optimizer.optimizer", mapped)
+    if note:
+        r.mapped[-1] = ("optimizer", "optimizer.optimizer", f"{mapped} ({note})")
+    if extra:
         r.values["optimizer.optimizer_args"] = f"{extra} {r.get('optimizer_args', '') or ''}".strip()
         r.kv["optimizer_args"] = r.values["optimizer.optimizer_args"]
-    elif name in OPTIMIZER_ALIASES:
-        r.map("optimizer", "optimizer.optimizer", OPTIMIZER_ALIASES[name])
-    else:
-        offered = ", ".join(sorted(set(OPTIMIZER_ALIASES.values())))
-        r.flag("optimizer", name, f"lorakit offers {offered}; kept AdamW")
-        r.ignore("optimizer_args", f"arguments of {name}, which lorakit does not offer")
 
 
 def _logging(r: _Reader) -> None:

@@ -31,7 +31,12 @@ import tomli_w
 
 FAMILIES = ("auto", "sd1", "sd2", "sd2-v", "sdxl")
 NETWORK_TYPES = ("lora", "locon", "loha", "lokr", "dora")
-OPTIMIZERS = ("AdamW", "AdamW8bit", "Adafactor", "Prodigy", "DAdaptAdam", "SGD")
+# bitsandbytes' optimizers (CUDA only), by their bitsandbytes class names, as sd-scripts names them
+BNB_OPTIMIZERS = ("AdamW8bit", "PagedAdamW", "PagedAdamW8bit", "PagedAdamW32bit", "Lion8bit", "PagedLion8bit",
+                  "AdEMAMix8bit", "PagedAdEMAMix8bit")
+SELF_TUNING_OPTIMIZERS = ("Prodigy", "DAdaptAdam", "DAdaptAdamPreprint", "DAdaptAdaGrad", "DAdaptAdan",
+                          "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD")  # they find their own step size: lr ~1.0
+OPTIMIZERS = ("AdamW", *BNB_OPTIMIZERS, "Lion", "Adafactor", *SELF_TUNING_OPTIMIZERS, "SGD")
 SCHEDULERS = (
     "constant",
     "constant_with_warmup",
@@ -65,7 +70,8 @@ def _listed(choices) -> str:
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        near = difflib.get_close_matches(value, allowed, n=1, cutoff=0.4)
+        same = [a for a in allowed if a.lower() == str(value).lower()]  # 'lion' -> 'Lion'
+        near = same or difflib.get_close_matches(value, allowed, n=1, cutoff=0.4)
         hint = f" Did you mean {near[0]!r}?" if near else ""
         raise ConfigError(f"{name} = {value!r} is not one of {_listed(allowed)}.{hint}")
 
@@ -169,7 +175,8 @@ class NetworkConfig:
 
 @dataclass
 class OptimizerConfig:
-    optimizer: str = _f("AdamW", "Optimizer: AdamW, AdamW8bit (needs bitsandbytes), Adafactor, Prodigy, DAdaptAdam, SGD.",
+    optimizer: str = _f("AdamW", "Optimizer: AdamW, AdamW8bit, Lion, Adafactor, Prodigy, DAdaptAdam, SGD, ... "
+                        "(the 8-bit and Paged ones need bitsandbytes and a CUDA GPU).",
                         choices=OPTIMIZERS)
     optimizer_args: str = _f("", "Extra optimizer arguments as key=value pairs, e.g. 'weight_decay=0.01 betas=0.9,0.99'.")
     unet_lr: float = _f(
@@ -386,7 +393,8 @@ class SavingConfig:
 @dataclass
 class SamplingConfig:
     sample_prompts: list[str] = _f(
-        [], "Prompts drawn during training, one per line; kohya options --n --w --h --s --l --d are understood."
+        [], "Prompts drawn during training, one per line; kohya options --n --w --h --s --l --d --ss (sampler) are "
+            "understood; lines starting with # are comments."
     )
     sample_every_n_epochs: int = _f(1, "Draw the sample prompts every N epochs; 0 = never.")
     sample_every_n_steps: int = _f(0, "Also draw them every N steps; 0 = off.")
@@ -405,7 +413,36 @@ class SamplingConfig:
         _non_negative("sampling.sample_every_n_steps", self.sample_every_n_steps)
         if self.sample_steps < 1:
             raise ConfigError("sampling.sample_steps must be >= 1 (20-30 is usual).")
+        from lorakit.errors import GenerateError
+        from lorakit.models.samplers import sampler_name
+
+        try:  # an unknown sampler stops the run here, not at the first sample draw
+            sampler_name(self.sample_sampler)
+        except GenerateError as e:
+            raise ConfigError(f"sampling.sample_sampler: {e}") from None
         check_strengths(self.sample_strengths)
+        self.sample_prompts = check_sample_prompts(self.sample_prompts)
+
+
+def check_sample_prompts(lines: list[str]) -> list[str]:
+    """sampling.sample_prompts without kohya's ``#`` comment and blank lines; each line's numbers and ``--ss``
+    sampler checked now, so a bad one stops the run before training, not at the first sample draw."""
+    from lorakit.config.sample_prompts import parse_sample_prompt, prompt_lines
+    from lorakit.errors import GenerateError
+    from lorakit.models.samplers import sampler_name
+
+    kept = prompt_lines([str(line) for line in lines])
+    for line in kept:
+        try:
+            sp = parse_sample_prompt(line)
+        except ValueError as e:
+            raise ConfigError(f"sampling.sample_prompts: {e}; fix the line.") from e
+        if sp.sampler is not None:
+            try:
+                sampler_name(sp.sampler)
+            except GenerateError as e:
+                raise ConfigError(f"sampling.sample_prompts {line!r}: --ss {e}") from e
+    return kept
 
 
 MAX_SAMPLE_STRENGTH = 2.0  # beyond twice the trained strength a LoRA only burns the image
@@ -767,10 +804,11 @@ def advice(cfg: TrainConfig) -> list[str]:
                    "such recipes need a high lr (e.g. Adafactor 4e-4).")
     if o.text_encoder_lr > o.unet_lr and cfg.network.train_unet:
         out.append("text_encoder_lr is above unet_lr: the text encoder overfits fast; about half the UNet's is usual.")
-    if o.optimizer in ("Prodigy", "DAdaptAdam") and o.unet_lr < 0.1:
+    if o.optimizer in SELF_TUNING_OPTIMIZERS and o.unet_lr < 0.1:
         out.append(f"{o.optimizer} finds its own step size and expects unet_lr (and text_encoder_lr) around 1.0.")
-    if o.optimizer == "AdamW8bit":
-        out.append("AdamW8bit needs the bitsandbytes package and a CUDA GPU; on a CPU choose AdamW.")
+    if o.optimizer in BNB_OPTIMIZERS:
+        out.append(f"{o.optimizer} needs the bitsandbytes package and a CUDA GPU; on a CPU choose "
+                   f"{'Lion' if 'Lion' in o.optimizer else 'AdamW'}.")
     if cfg.model.family == "sdxl" and d.resolution < 1024:
         out.append(f"SDXL was trained at 1024 px; data.resolution {d.resolution} gives blurry results.")
     if t.min_snr_gamma and t.debiased_estimation_loss:

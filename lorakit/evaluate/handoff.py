@@ -33,6 +33,11 @@ COMFY_SAMPLERS = {
     "UniPC": ("uni_pc", "normal"),
     "Heun": ("heun", "normal"),
     "LMS": ("lms", "normal"),
+    "PNDM": ("ipndm", "normal"),  # ComfyUI has no plain PNDM: its improved PNDM is the nearest
+    "DPM2": ("dpm_2", "normal"),
+    "DPM2 a": ("dpm_2_ancestral", "normal"),
+    "DPM Solver": ("dpmpp_2m", "normal"),  # ComfyUI offers only the ++ form of multistep DPM-Solver
+    "DPM++ 2S": ("dpmpp_2m", "normal"),  # no non-ancestral singlestep in ComfyUI: the multistep one is nearest
 }
 
 

@@ -347,9 +347,13 @@ def choices_table(choices: Sequence[Choice], best: Choice | None = None) -> str:
 
 
 def checkpoint_label(name: str) -> str:
-    """'zkx-000006' -> 'epoch 6' (kohya's numbering); any other name stays as it is."""
+    """'zkx-000006' -> 'epoch 6', 'zkx-step00000500' -> 'step 500' (kohya's numbering); any other name stays as
+    it is."""
     m = re.search(r"-0*(\d+)$", name)
-    return f"epoch {int(m.group(1))}" if m and len(name) - m.start() == 7 else name
+    if m and len(name) - m.start() == 7:
+        return f"epoch {int(m.group(1))}"
+    m = re.search(r"-step(\d{8})$", name)
+    return f"step {int(m.group(1))}" if m else name
 
 
 def suggestion(choices: Sequence[Choice], best: Choice | None) -> str:

@@ -25,9 +25,12 @@ from lorakit.files import atomic_path
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32}
 
 
-def checkpoint_name(output_name: str, index: int | None) -> str:
-    """'name-000003.safetensors' for a numbered checkpoint, 'name.safetensors' for the last."""
-    return f"{output_name}.safetensors" if index is None else f"{output_name}-{index:06d}.safetensors"
+def checkpoint_name(output_name: str, index: int | None, step: bool = False) -> str:
+    """kohya's names: 'name-000003.safetensors' after epoch 3, 'name-step00000500.safetensors' for a save at
+    step 500 (``step``), 'name.safetensors' for the last."""
+    if index is None:
+        return f"{output_name}.safetensors"
+    return f"{output_name}-step{index:08d}.safetensors" if step else f"{output_name}-{index:06d}.safetensors"
 
 
 def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:

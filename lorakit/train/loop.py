@@ -87,10 +87,10 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                                 loss=lambda batch, fixed: batch_loss(run, batch, pos, 0, accelerator.device,
                                                                      accelerator, embed_cache, fixed=fixed))
 
-        def save_lora(index: int | None, epoch: int) -> None:
+        def save_lora(index: int | None, epoch: int, step: bool = False) -> None:
             if not main:
                 return
-            raw = project.output_dir / lora_file.checkpoint_name(cfg.saving.output_name, index)
+            raw = project.output_dir / lora_file.checkpoint_name(cfg.saving.output_name, index, step)
             for path, weights in checkpoint_variants(raw, run.ema, cfg.saving.save_weights):  # raw and/or -ema
                 with weights:
                     tensors = run.net.kohya_state_dict(lora_file.SAVE_DTYPES[cfg.saving.save_precision])
@@ -157,7 +157,7 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                                                             strict=False)))
                     every = cfg.saving.save_every_n_steps
                     if every and pos.step % every == 0 and pos.step < run.total_steps:
-                        save_lora(pos.step, pos.epoch + 1)
+                        save_lora(pos.step, pos.epoch + 1, step=True)
                     if cfg.sampling.sample_every_n_steps and pos.step % cfg.sampling.sample_every_n_steps == 0:
                         draw(project, run, pos.epoch + 1, pos.step, main, result, events)
                     if validation.due(pos.step):

@@ -306,8 +306,25 @@ def analytic_optimizer_state(name: str, params: list[torch.Tensor], args: dict) 
         slice_p = int(args.get("slice_p", 1))
         return sum((4 if betas[0] > 0 else 0) * p.numel() + 4 * p.numel() + 8 * math.ceil(p.numel() / slice_p)
                    for p in params)
-    if name == "DAdaptAdam":
+    if name in ("DAdaptAdam", "DAdaptAdamPreprint"):  # exp_avg, exp_avg_sq, s
         return sum(12 * p.numel() for p in params)
+    if name in ("PagedAdamW", "PagedAdamW32bit"):  # two fp32 moments, paged
+        return sum(8 * p.numel() for p in params)
+    if name == "PagedAdamW8bit":
+        return analytic_optimizer_state("AdamW8bit", params, args)
+    if name in ("Lion8bit", "PagedLion8bit"):  # one 8-bit moment (fp32 below min_8bit_size)
+        small = int(args.get("min_8bit_size", 4096))
+        return sum(p.numel() + 4 * math.ceil(p.numel() / 256) if p.numel() >= small else 4 * p.numel()
+                   for p in params)
+    if name == "Lion":  # one fp32 moment
+        return sum(4 * p.numel() for p in params)
+    if name in ("AdEMAMix8bit", "PagedAdEMAMix8bit"):  # three 8-bit moments (two fast/slow means, one variance)
+        small = int(args.get("min_8bit_size", 4096))
+        return sum(3 * p.numel() + 12 * math.ceil(p.numel() / 256) if p.numel() >= small else 12 * p.numel()
+                   for p in params)
+    if name in ("DAdaptAdaGrad", "DAdaptSGD", "DAdaptLion", "DAdaptAdan", "DAdaptAdanIP"):  # per-parameter state
+        per = {"DAdaptAdaGrad": 12, "DAdaptSGD": 12, "DAdaptLion": 8, "DAdaptAdan": 20, "DAdaptAdanIP": 20}[name]
+        return sum(per * p.numel() for p in params)
     return None
 
 

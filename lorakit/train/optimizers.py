@@ -13,7 +13,7 @@ import inspect
 
 import torch
 
-from lorakit.config.schema import TrainConfig, parse_optimizer_args
+from lorakit.config.schema import BNB_OPTIMIZERS, OPTIMIZERS, TrainConfig, parse_optimizer_args
 from lorakit.errors import ConfigError, OptimizerUnavailable
 
 
@@ -50,14 +50,20 @@ def build_optimizer(cfg: TrainConfig, param_groups: list[dict]) -> torch.optim.O
             # CUDA: one fused kernel for the whole update; CPU: a few hundred small LoRA tensors, batched (~20%)
             args["fused" if on_cuda else "foreach"] = True
         return _make(torch.optim.AdamW, param_groups, lr, args)
-    if name == "AdamW8bit":
+    if name in BNB_OPTIMIZERS:
         _need("bitsandbytes", name, "bitsandbytes")
         if not all(p.is_cuda for g in param_groups for p in g["params"]):
-            raise OptimizerUnavailable("optimizer 'AdamW8bit' keeps its 8-bit state on a CUDA GPU and there is none "
-                                       "here: choose AdamW (or Adafactor) on this machine.")
+            plain = "Lion" if "Lion" in name else "AdamW"
+            raise OptimizerUnavailable(f"optimizer {name!r} keeps its state on a CUDA GPU and there is none "
+                                       f"here: choose {plain} (or Adafactor) on this machine.")
         import bitsandbytes as bnb
 
-        return _make(bnb.optim.AdamW8bit, param_groups, lr, args)
+        return _make(getattr(bnb.optim, name), param_groups, lr, args)
+    if name == "Lion":  # the package sd-scripts uses for it
+        _need("lion_pytorch", name, "lion-pytorch")
+        from lion_pytorch import Lion
+
+        return _make(Lion, param_groups, lr, args)
     if name == "Adafactor":
         from transformers.optimization import Adafactor
 
@@ -76,15 +82,18 @@ def build_optimizer(cfg: TrainConfig, param_groups: list[dict]) -> torch.optim.O
         from prodigyopt import Prodigy
 
         return _make(Prodigy, param_groups, lr, args)
-    if name == "DAdaptAdam":
+    if name.startswith("DAdapt"):
         _need("dadaptation", name, "dadaptation")
         _one_lr(name, param_groups)
-        from dadaptation import DAdaptAdam
+        import dadaptation
+        import dadaptation.experimental
 
-        return _make(DAdaptAdam, param_groups, lr, args)
+        cls = getattr(dadaptation.experimental if name in ("DAdaptAdamPreprint", "DAdaptAdanIP") else dadaptation, name)
+        return _make(cls, param_groups, lr, args)
     if name == "SGD":
         return _make(torch.optim.SGD, param_groups, lr, args)
-    raise ConfigError(f"unknown optimizer {name!r}")
+    near = difflib.get_close_matches(name, OPTIMIZERS, n=1, cutoff=0.0)
+    raise ConfigError(f"unknown optimizer {name!r}: choose one of lorakit's, e.g. {near[0]!r}.")
 
 
 def _one_lr(name: str, param_groups: list[dict]) -> None:

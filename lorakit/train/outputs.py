@@ -9,7 +9,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from lorakit.project import Project, raw_stem
+from lorakit.project import Project, checkpoint_index, raw_stem
 
 
 def keep_previous_run(project: Project, output_name: str) -> list[Path]:
@@ -33,7 +33,7 @@ def prune(paths: list[Path], keep: int) -> None:
     its raw one (both count as one checkpoint)."""
     if not keep:
         return
-    numbered = [p for p in paths if raw_stem(p.stem).rpartition("-")[2].isdigit()]
+    numbered = [p for p in paths if checkpoint_index(p.stem) is not None]  # epoch and step saves alike
     saves = list(dict.fromkeys(raw_stem(p.stem) for p in numbered))  # in the order they were written
     for old in [p for p in numbered if raw_stem(p.stem) in saves[:-keep]]:
         with contextlib.suppress(FileNotFoundError):

@@ -1,4 +1,4 @@
-"""Sample images during training, from prompts with kohya's options (--n --w --h --s --l --d).
+"""Sample images during training, from prompts with kohya's options (--n --w --h --s --l --d --ss).
 
     parse_sample_prompt("a fr3dd!e cat --n blurry --w 512 --h 768 --s 28 --l 6.5 --d 42")
 
@@ -63,7 +63,8 @@ def draw_samples(base, cfg, out_dir: Path, step: int, net=None, baseline: bool =
     several = len(strengths) > 1 and not baseline
     todo = [0.0] if baseline else strengths
     saved_scheduler = pipe.scheduler
-    pipe.scheduler = make_scheduler(pipe.scheduler.config, cfg.sampling.sample_sampler)
+    default = make_scheduler(saved_scheduler.config, cfg.sampling.sample_sampler)
+    own = {}  # a prompt's --ss sampler, made once for all strengths
     models = [m for m in (getattr(pipe, k, None) for k in ("unet", "text_encoder", "text_encoder_2"))
               if isinstance(m, torch.nn.Module)]
     modes = [(m, m.training) for model in models for m in model.modules()]  # dropout off while drawing
@@ -77,6 +78,9 @@ def draw_samples(base, cfg, out_dir: Path, step: int, net=None, baseline: bool =
             with scaled:
                 for i, line in enumerate(cfg.sampling.sample_prompts):
                     sp = parse_sample_prompt(line)
+                    if sp.sampler and sp.sampler not in own:
+                        own[sp.sampler] = make_scheduler(saved_scheduler.config, sp.sampler)
+                    pipe.scheduler = own[sp.sampler] if sp.sampler else default
                     image = pipe(
                         prompt=sp.prompt, negative_prompt=sp.negative or None, width=sp.width, height=sp.height,
                         num_inference_steps=sp.steps or cfg.sampling.sample_steps,
