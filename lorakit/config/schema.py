@@ -413,8 +413,8 @@ class SamplingConfig:
         _non_negative("sampling.sample_every_n_steps", self.sample_every_n_steps)
         if self.sample_steps < 1:
             raise ConfigError("sampling.sample_steps must be >= 1 (20-30 is usual).")
+        from lorakit.config.sampler_names import sampler_name
         from lorakit.errors import GenerateError
-        from lorakit.models.samplers import sampler_name
 
         try:  # an unknown sampler stops the run here, not at the first sample draw
             sampler_name(self.sample_sampler)
@@ -428,8 +428,8 @@ def check_sample_prompts(lines: list[str]) -> list[str]:
     """sampling.sample_prompts without kohya's ``#`` comment and blank lines; each line's numbers and ``--ss``
     sampler checked now, so a bad one stops the run before training, not at the first sample draw."""
     from lorakit.config.sample_prompts import parse_sample_prompt, prompt_lines
+    from lorakit.config.sampler_names import sampler_name
     from lorakit.errors import GenerateError
-    from lorakit.models.samplers import sampler_name
 
     kept = prompt_lines([str(line) for line in lines])
     for line in kept:
