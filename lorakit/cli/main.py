@@ -39,6 +39,8 @@ def _cmd_demo(args) -> int:
     from lorakit.demo.run import run_demo
 
     result = run_demo(args.dir, epochs=args.epochs)
+    if result.get("interrupted"):  # run_demo printed where it stopped and how to resume; no grid was drawn
+        return 130
     print(f"LoRA: {result['lora']}")
     print(f"grid: {result['grid']}")
     print(f"The notebooks: lorakit notebooks DIR, then jupyter lab DIR   "
@@ -65,8 +67,10 @@ def _cmd_train(args) -> int:
         sys.stdout.flush()
     if not _is_main():
         return 0
-    if result.interrupted:
-        print(f"interrupted at step {result.steps}; resume with: lorakit train {args.project} --resume")
+    if result.interrupted:  # Ctrl-C or SIGTERM: where it stopped, what was kept, how to go on
+        from lorakit.train.outputs import interrupted_message, resume_command
+
+        print(interrupted_message(project, cfg.saving.output_name, result, resume_command(args.project)))
         return 130
     print(f"{result.steps} steps in {result.seconds:.1f}s; last loss {result.losses[-1]:.4f}" if result.losses else "")
     for p in result.checkpoints:
@@ -193,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a training loop (which reports its own stop): nothing to resume from
+        print("\nstopped (interrupted)", file=sys.stderr)
         return 130
     except _USER_ERRORS as e:
         if args.debug:

@@ -11,6 +11,7 @@ read as UTF-8 (a BOM is tolerated); one that is not UTF-8 is reported with its p
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ from lorakit.errors import DatasetError
 from lorakit.files import atomic_write_text
 
 BACKUP_DIR = "captions-backup"
+CLIP_TOKENS = 75  # what a CLIP text encoder reads of a caption: 77 positions less the start and end tokens
 STOPWORDS = frozenset(["a", "an", "the", "of", "on", "in", "at", "with", "and", "or", "to", "is", "are", "by", "for", "from"])
 
 
@@ -267,3 +269,29 @@ def _backup_name(path: Path) -> Path:
 def write_caption(image: Path, text: str, overwrite: bool = False, extension: str = ".txt") -> WriteResult:
     """Set one image's caption (the editor's save): refuses to replace one unless ``overwrite``."""
     return apply_changes(propose([image], [text], extension), overwrite=overwrite)
+
+
+def caption_tokens(text: str, tokenizer=None) -> int:
+    """How many tokens ``text`` is to a CLIP text encoder (start and end tokens not counted); ``tokenizer`` is the
+    base model's, else the CLIP BPE lorakit ships (the same for SD 1.x, 2.x and SDXL)."""
+    tok = tokenizer or _shipped_clip_tokenizer()
+    return len(tok(text, add_special_tokens=False, truncation=False, verbose=False).input_ids)
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_clip_tokenizer():
+    from lorakit.models.tokenizers import clip_tokenizer
+
+    return clip_tokenizer("clip-l")
+
+
+def long_caption_note(captions: dict[str, str], tokenizer=None, limit: int = CLIP_TOKENS) -> str | None:
+    """One sentence naming the captions that are cut at ``limit`` tokens, or None when all fit."""
+    long = {name: n for name, text in captions.items() if (n := caption_tokens(text, tokenizer)) > limit}
+    if not long:
+        return None
+    named = ", ".join(f"{name} ({n} tokens)" for name, n in sorted(long.items())[:5])
+    more = f" and {len(long) - 5} more" if len(long) > 5 else ""
+    return (f"{len(long)} caption{'s are' if len(long) != 1 else ' is'} longer than the text encoder's {limit} "
+            f"tokens and cut there (kohya's max_token_length 150/225 is not implemented): {named}{more}; shorten "
+            "them or put what matters first")

@@ -438,7 +438,14 @@ def caption_issues(image: Path, extension: str = ".txt", root: Path | None = Non
         text = read_caption(cap)
     except DatasetError as e:
         return [Issue("caption-encoding", ERROR, str(e).replace(str(cap), cap.name))]
-    return [] if text else [Issue("empty-caption", WARN, f"{cap.name} is empty")]
+    if not text:
+        return [Issue("empty-caption", WARN, f"{cap.name} is empty")]
+    from lorakit.dataset.captions import CLIP_TOKENS, caption_tokens
+
+    if (n := caption_tokens(text)) > CLIP_TOKENS:
+        return [Issue("long-caption", WARN, f"{cap.name} is {n} tokens: the text encoder reads {CLIP_TOKENS}, the "
+                                            "rest is cut; shorten it or put what matters first")]
+    return []
 
 
 def stem_clashes(files: list[Path]) -> dict[Path, list[Path]]:

@@ -15,6 +15,7 @@ from lorakit.evaluate.grid import make_grid
 from lorakit.evaluate.grid_spec import GridSpec, parse_axis
 from lorakit.project import Project
 from lorakit.train.loop import train
+from lorakit.train.outputs import interrupted_files, interrupted_message, resume_command
 from lorakit.train.progress import TqdmCallback
 
 
@@ -28,7 +29,8 @@ def demo_grid_spec(project: Project, cfg: TrainConfig):
 
 
 def run_demo(root: str | Path = "demo-project", epochs: int | None = None, verbose: bool = True) -> dict:
-    """Run the five steps; returns the paths of the project, the last LoRA and the grid."""
+    """Run the five steps; returns the paths of the project, the last LoRA and the grid (None, with
+    ``interrupted`` True, when training was interrupted: the grid step is skipped)."""
 
     say = print if verbose else (lambda *a, **k: None)
     project = Project.create(root)
@@ -45,7 +47,15 @@ def run_demo(root: str | Path = "demo-project", epochs: int | None = None, verbo
     cfg.save(project.config_path)
     say("[3/4] training")
     result = train(project, cfg, callbacks=[TqdmCallback()] if verbose else [])
+    if result.interrupted:  # stop here: a grid of a half-trained run (or of none) is not what was asked for
+        name = cfg.saving.output_name
+        say(interrupted_message(project, name, result, resume_command(project.root)))
+        say(f"  then the grid:        lorakit grid {project.root}")
+        tried = interrupted_files(project.output_dir, name)
+        return {"project": project.root, "lora": tried[0] if tried else result.final, "grid": None, "train": result,
+                "grid_result": None, "interrupted": True}
     say(f"      {result.steps} steps in {result.seconds:.0f}s, {len(result.checkpoints)} checkpoints")
     say("[4/4] X/Y grid: checkpoints × strengths")
     grid = make_grid(project, demo_grid_spec(project, cfg), base_model=cfg.model.base_model)
-    return {"project": project.root, "lora": result.final, "grid": grid.paths[0], "train": result, "grid_result": grid}
+    return {"project": project.root, "lora": result.final, "grid": grid.paths[0], "train": result, "grid_result": grid,
+            "interrupted": False}

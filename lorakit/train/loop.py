@@ -18,6 +18,7 @@ import math
 import random
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from lorakit.train.noise import (
     sample_timesteps,
     training_target,
 )
-from lorakit.train.outputs import keep_previous_run, prune
+from lorakit.train.outputs import drop_interrupted, interrupted_path, keep_previous_run, prune
 from lorakit.train.prepare import OOM_ADVICE, Run, prepare
 from lorakit.train.sampling import draw_samples, save_strength_sheets
 from lorakit.train.trackers import TrackerLog, accelerator_args, group_names
@@ -105,6 +106,17 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
             if cfg.saving.save_state and main:
                 at = Position(pos.step, epoch, batch)
                 result.state_path = resume_state.save_state(state_file, snapshot(run, at, result))
+
+        def save_interrupted() -> None:
+            """The weights so far as name-interrupted(-ema).safetensors, a LoRA to try; none before the first step."""
+            if not main or pos.step == 0:
+                return
+            raw = interrupted_path(project.output_dir, cfg.saving.output_name)
+            for path, weights in checkpoint_variants(raw, run.ema, cfg.saving.save_weights):  # as a checkpoint
+                with weights:
+                    tensors = run.net.kohya_state_dict(lora_file.SAVE_DTYPES[cfg.saving.save_precision])
+                    lora_file.save_lora(path, tensors, run.record.metadata(cfg, base, pos.epoch + 1, pos.step))
+                events.on_checkpoint(path)  # not in result.checkpoints: the state's list stays the numbered files
 
         trackers = TrackerLog(accelerator, t.log_with, project.root.name, cfg.to_dict(), project.logs_dir)
         events.callbacks.append(trackers)  # validation loss and samples; the per-step values below
@@ -177,11 +189,17 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                     break
             save_lora(None, pos.epoch + 1)
             save_state(pos.epoch + 1, 0)
+            if main:  # a resumed run's final file supersedes the weights its interrupted part left
+                drop_interrupted(project.output_dir, cfg.saving.output_name)
             if main and cfg.sampling.sample_prompts:  # per prompt: the drawings × sample strengths, in one picture
                 save_strength_sheets(project.samples_dir, cfg)
         except KeyboardInterrupt:  # keep what was learned: the state to resume from, at the exact batch
             result.interrupted = True
-            save_state(pos.epoch, pos.batch)
+            save_state(pos.epoch, pos.batch)  # first: resuming matters more than the file to try
+            try:
+                save_interrupted()
+            except (TrainingError, OSError) as e:  # the state is saved: say why there is no file, don't fail the stop
+                warnings.warn(f"no interrupted LoRA file: {e}", stacklevel=2)
         except torch.cuda.OutOfMemoryError as e:
             raise RuntimeError(OOM_ADVICE) from e
         finally:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from lorakit.config.schema import TrainConfig, check_clip_skip
+from lorakit.dataset.captions import long_caption_note
 from lorakit.dataset.masks import check_masks
 from lorakit.dataset.scan import (
     ImageItem,
@@ -140,6 +141,9 @@ def prepare(project: Project, cfg: TrainConfig, accelerator) -> Run:
         raise DatasetError("Fix these captions before training:\n" + "\n".join(scan.caption_errors))
     notes = list(scan.problems)  # what training skips, and images cropped hard to fit a bucket
     notes += check_masks(items, d.masked_loss)  # an unreadable mask stops here, before any long work
+    long = long_caption_note({it.path.name: it.caption for it in items}, base.tokenizers[0],
+                             base.tokenizers[0].model_max_length - 2)
+    notes += [long] if long else []  # said before the first step, not discovered in the samples
     bucket_counts = assign_buckets(items, d.resolution, d.enable_bucket, d.min_bucket_reso, d.max_bucket_reso,
                                    d.bucket_reso_steps, d.bucket_no_upscale, notes=notes)
     assign_buckets(held_out, d.resolution, d.enable_bucket, d.min_bucket_reso, d.max_bucket_reso,
