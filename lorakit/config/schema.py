@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import sys
 import textwrap
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -147,7 +148,8 @@ class ModelConfig:
 class NetworkConfig:
     type: str = _f(
         "lora",
-        "Adapter kind: lora (attention + linear layers), locon (lora + ResNet convs), loha, lokr, dora.",
+        "Adapter kind: lora (attention + linear layers), locon (lora + ResNet convs), loha, lokr, dora "
+        "(drawn as trained by lorakit, closely by ComfyUI, wrongly by AUTOMATIC1111).",
         choices=NETWORK_TYPES,
     )
     rank: int = _f(16, "Network dim (rank): capacity of the adapter. 8-32 for a character, 32-128 for a style.")
@@ -437,6 +439,10 @@ def check_sample_prompts(lines: list[str]) -> list[str]:
             sp = parse_sample_prompt(line)
         except ValueError as e:
             raise ConfigError(f"sampling.sample_prompts: {e}; fix the line.") from e
+        if re.search(r"<(?:lora|lyco):", sp.prompt + " " + sp.negative):
+            raise ConfigError(f"sampling.sample_prompts {line!r}: a <lora:...> tag is not applied to training "
+                              "samples, which show the LoRA being trained at sampling.sample_strengths; remove the "
+                              "tag (combine LoRAs in notebook 04 or `lorakit grid`).")
         if sp.sampler is not None:
             try:
                 sampler_name(sp.sampler)

@@ -26,9 +26,9 @@ from lorakit.errors import ExportError
 from lorakit.evaluate.grid_spec import Cell
 from lorakit.evaluate.judge import trigger_words
 from lorakit.files import create_new
-from lorakit.lora.file import read_lora_metadata
+from lorakit.lora.file import dora_layout, read_lora_metadata
 from lorakit.models.loading import DEMO_MODEL_DIR
-from lorakit.models.user_folders import find_user_folders, lora_destination
+from lorakit.models.user_folders import find_user_folders, install_app, lora_destination
 from lorakit.project import Project
 
 __all__ = ["Exported", "a1111_sidecar", "export_choice", "export_lora", "sd_version"]
@@ -86,6 +86,7 @@ def export_lora(project: Project, lora: str | Path | None = None, *, to: str | P
     src = _lora_file(project, lora)
     metadata = _metadata(src)
     folder = lora_destination(to) if to else _first_lora_folder()
+    dora_note = _check_dora_reader(src, folder)
     sidecar = a1111_sidecar(metadata, trigger_words(project), strength or 1.0, str(src))
     text = json.dumps(sidecar, indent=4, ensure_ascii=False) + "\n"
     for n in range(1000):
@@ -102,7 +103,8 @@ def export_lora(project: Project, lora: str | Path | None = None, *, to: str | P
         made = create_new(card, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         taken = f" ({src.name} was taken there)" if n else ""
         return Exported(dest, card if made else None, f"copied to {folder}{taken}; in A1111 or Forge: "
-                        f"<lora:{dest.stem}:{sidecar['preferred weight']:g}> {sidecar['activation text']}".rstrip())
+                        f"<lora:{dest.stem}:{sidecar['preferred weight']:g}> {sidecar['activation text']}".rstrip()
+                        + dora_note)
     raise ExportError(f"{folder} already holds {src.stem}-1 ... {src.stem}-999: tidy it up, or give another --to.")
 
 
@@ -145,6 +147,23 @@ def _metadata(path: Path) -> dict[str, str]:
         return read_lora_metadata(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise ExportError(f"{path.name} is not a readable .safetensors file ({e}); nothing was copied.") from e
+
+
+def _check_dora_reader(src: Path, folder: Path) -> str:
+    """A DoRA file with one magnitude per output row (lorakit's) drawn by a client that normalises per input
+    column comes out wrong: refuse AUTOMATIC1111 before copying; for Forge, whose builds differ, say so."""
+    if dora_layout(src) != "output":
+        return ""
+    app = install_app(folder)
+    if app == "AUTOMATIC1111":
+        raise ExportError(f"{src.name} is a DoRA file with one magnitude per output row (PEFT's and LyCORIS' "
+                          "wd_on_out layout); AUTOMATIC1111 always normalises DoRA per input column and would draw "
+                          "it wrongly. Use it in ComfyUI (pass --to its models/loras), or train with "
+                          "network.type = \"lora\" or \"locon\" for A1111; nothing was copied.")
+    if app == "Forge":
+        return ("; note: a DoRA file — Forge builds on ComfyUI's code read its per-output magnitudes, older ones "
+                "normalise per input column and draw it wrongly: compare with lorakit's preview")
+    return ""
 
 
 def _first_lora_folder() -> Path:

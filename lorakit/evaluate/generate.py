@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from lorakit.errors import GenerateError
-from lorakit.lora.prompt_tags import find_lora, parse_prompt
+from lorakit.lora.prompt_tags import LoraStrength, find_lora, parse_prompt
 from lorakit.models.loading import BaseModel, load_base
 from lorakit.models.samplers import make_scheduler
 
@@ -83,6 +83,10 @@ def device_dtype(device: str | torch.device | None = None) -> torch.dtype:
     if device.type != "cuda":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _as_strength(weight: float | LoraStrength) -> LoraStrength:
+    return weight if isinstance(weight, LoraStrength) else LoraStrength(float(weight), float(weight))
 
 
 class Generator:
@@ -183,25 +187,41 @@ class Generator:
         """Paths of the LoRA files currently loaded (adapters, then patch files), least recently used first."""
         return list(self._adapters) + list(self._patch_files)
 
-    def apply(self, loras: Sequence[tuple[str | Path, float]]) -> None:
-        """Activate exactly these LoRA files at these strengths (all others off); none or all-zero = base model."""
-        from lorakit.errors import PatchError
+    def apply(self, loras: Sequence[tuple[str | Path, float | LoraStrength]]) -> None:
+        """Activate exactly these LoRA files at these strengths (all others off); none or all-zero = base model.
 
-        loras = [(p, float(w)) for p, w in loras if float(w) != 0.0]
-        patched = [(p, w) for p, w in loras if self._is_patch_file(p)]  # a missing file: _adapter_for says so
+        A strength is one number for the whole file, or a LoraStrength: the UNet and the text encoder(s) at their
+        own strengths (A1111's ``<lora:name:te:unet>``), and a ``dyn`` rank limit, which applies the file's
+        first ranks by weight patching."""
+        from lorakit.errors import PatchError
+        from lorakit.lora.patching import limit_rank
+
+        uses = [(p, _as_strength(w)) for p, w in loras]
+        uses = [(p, w) for p, w in uses if w]
+        patched = [(p, w) for p, w in uses if w.dyn or self._is_patch_file(p)]  # a missing file: _adapter_for says so
         if patched or ("patcher" in self.base.extra and self.patcher.patched):
+            files = []
+            for p, w in patched:
+                if w.dyn and not Path(p).is_file():
+                    raise GenerateError(f"LoRA file not found: {p}")
+                state = self._patch_state(p)
+                files.append((limit_rank(state, w.dyn) if w.dyn else state, w.unet, w.te))
             try:
-                self.patcher.apply([(self._patch_state(p), w) for p, w in patched])
+                self.patcher.apply(files)
             except PatchError as e:
                 raise GenerateError(f"{', '.join(Path(p).name for p, _ in patched)}: {e}") from None
-        active = [(self._adapter_for(p), w) for p, w in loras if (p, w) not in patched]
+        active = [(self._adapter_for(p), w) for p, w in uses if (p, w) not in patched]
         self._evict(keep=max(self.max_adapters, len(active)))  # the ones just used are the most recent
         if not active:
             if self._adapters:
                 self.pipe.disable_lora()
             return
         self.pipe.enable_lora()
-        self.pipe.set_adapters([a for a, _ in active], adapter_weights=[w for _, w in active])
+        parts = self.pipe.get_list_adapters() if any(w.te != w.unet for _, w in active) else {}
+        weights = [w.unet if w.te == w.unet else
+                   {part: (w.unet if part == "unet" else w.te) for part, names in parts.items() if a in names}
+                   for a, w in active]
+        self.pipe.set_adapters([a for a, _ in active], adapter_weights=weights)
 
     # ---- images --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -214,7 +234,7 @@ class Generator:
         if len(tags) > 1:
             raise GenerateError("a batch must use the same <lora:...> tags in every prompt; generate them apart.")
         refs = parsed[0][1] if parsed else []
-        all_loras = list(loras) + [(find_lora(r.name, lora_dirs), r.weight) for r in refs]
+        all_loras = list(loras) + [(find_lora(r.name, lora_dirs), r.strength) for r in refs]
         self.apply(all_loras)
         self.pipe.scheduler = make_scheduler(self.pipe.scheduler.config, sampler)
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]

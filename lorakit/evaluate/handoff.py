@@ -129,12 +129,16 @@ def comfyui_workflow(cells: list[Cell], base_checkpoint: str, size: tuple[int, i
     latent = g.add("EmptyLatentImage", width=size[0], height=size[1], batch_size=1)
     for cell, label in zip(cells, labels, strict=True):
         text, tags = parse_prompt(cell.prompt)  # ComfyUI reads no <lora:...> tags: they become LoraLoaders
-        loras = [(Path(cell.checkpoint).name, cell.strength)] if cell.checkpoint and cell.strength else []
-        loras += [(f"{t.name}.safetensors", t.weight) for t in tags if t.weight]
+        loras = ([(Path(cell.checkpoint).name, cell.strength, cell.strength, "")]
+                 if cell.checkpoint and cell.strength else [])
+        # A1111's te/unet map onto LoraLoader's clip/model strengths; ComfyUI has no dyn, so the title says so
+        loras += [(f"{t.name}.safetensors", t.unet, t.te, f" (dyn={t.dyn} not applied)" if t.dyn else "")
+                  for t in tags if t.unet or t.te]
         model, clip = [ckpt, 0], [ckpt, 1]
-        for name, strength in loras:  # chained, as ComfyUI stacks LoRAs
-            lora = g.add("LoraLoader", f"<lora:{Path(name).stem}:{strength:g}>", model=model, clip=clip,
-                         lora_name=name, strength_model=strength, strength_clip=strength)
+        for name, unet, te, note in loras:  # chained, as ComfyUI stacks LoRAs
+            title = f"<lora:{Path(name).stem}:{te:g}>" if te == unet else f"<lora:{Path(name).stem}:{te:g}:{unet:g}>"
+            lora = g.add("LoraLoader", title + note, model=model, clip=clip,
+                         lora_name=name, strength_model=unet, strength_clip=te)
             model, clip = [lora, 0], [lora, 1]
         positive = g.add("CLIPTextEncode", "positive", text=text, clip=clip)
         negative = g.add("CLIPTextEncode", "negative", text=cell.negative_prompt, clip=clip)

@@ -61,6 +61,19 @@ def lora_keys(path: str | Path) -> list[str]:
         return list(f.keys())
 
 
+def dora_layout(path: str | Path) -> str | None:
+    """Which axis a DoRA file's magnitudes run along, read from the shapes alone: "output" (one per output row,
+    (out, 1, …): PEFT's and LyCORIS' wd_on_out, what lorakit writes), "input" (one per input column, (1, in, …):
+    the DoRA paper's and AUTOMATIC1111's), or None for a file without ``dora_scale``."""
+    with open_lora(path) as f:
+        names = f.keys()  # a safetensors handle is not iterable
+        for key in names:
+            if key.endswith(".dora_scale"):
+                shape = f.get_slice(key).get_shape()
+                return "input" if len(shape) > 1 and shape[0] == 1 and shape[1] > 1 else "output"
+    return None
+
+
 def read_lora_metadata(path: str | Path) -> dict[str, str]:
     with open_lora(path) as f:
         return dict(f.metadata() or {})

@@ -97,6 +97,24 @@ def layer_delta(state_dict: Mapping[str, torch.Tensor], key: str, weight: torch.
     return torch.kron(w1, w2).reshape(weight.shape) * scale
 
 
+def limit_rank(state_dict: Mapping[str, torch.Tensor], dyn: int) -> dict[str, torch.Tensor]:
+    """The file as A1111 applies it with ``dyn``: each LoRA layer's first ``dyn`` ranks, at the scale of the
+    whole file (alpha / full rank, so a DyLoRA file's leading ranks keep their trained strength). LoHa and LoKr
+    layers, and layers of rank ``dyn`` or less, are kept whole."""
+    out = dict(state_dict)
+    for key, down in state_dict.items():
+        if not key.endswith(".lora_down.weight") or down.shape[0] <= dyn:
+            continue
+        group = key[: -len(".lora_down.weight")]
+        rank = down.shape[0]
+        out[key] = down[:dyn]
+        out[f"{group}.lora_up.weight"] = state_dict[f"{group}.lora_up.weight"][:, :dyn]
+        alpha = state_dict.get(f"{group}.alpha")
+        full = alpha.float() if alpha is not None else torch.tensor(float(rank))
+        out[f"{group}.alpha"] = full * dyn / rank  # alpha' / dyn == alpha / rank
+    return out
+
+
 class WeightPatcher:
     """Adds the deltas of LoRA files to the base model's layers, and takes them off again."""
 
@@ -124,13 +142,20 @@ class WeightPatcher:
         self._saved.clear()
 
     @torch.no_grad()
-    def apply(self, files: Sequence[tuple[Mapping[str, torch.Tensor], float]]) -> None:
-        """Make the weights W0 + Σ strength × ΔW for exactly these files (none: the base model's own weights)."""
+    def apply(self, files: Sequence[tuple[Mapping[str, torch.Tensor], float]
+                                    | tuple[Mapping[str, torch.Tensor], float, float]]) -> None:
+        """Make the weights W0 + Σ strength × ΔW for exactly these files (none: the base model's own weights).
+
+        Each file comes with one strength, or with the UNet's and the text encoders' (A1111's unet= and te=)."""
         self.restore()
-        for state_dict, strength in files:
-            if not strength:
+        for state_dict, unet_strength, *te in files:
+            te_strength = te[0] if te else unet_strength
+            if not unet_strength and not te_strength:
                 continue
             for group in _groups(state_dict):
+                strength = unet_strength if group.startswith("lora_unet") else te_strength
+                if not strength:
+                    continue
                 layer = self.index[group]
                 if group not in self._saved:
                     self._saved[group] = layer.weight.detach().clone()

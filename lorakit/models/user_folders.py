@@ -27,7 +27,8 @@ from pathlib import Path
 
 from lorakit.errors import ModelError
 
-__all__ = ["Checkpoint", "UserFolder", "find_user_folders", "list_checkpoints", "lora_destination", "search_places"]
+__all__ = ["Checkpoint", "UserFolder", "find_user_folders", "install_app", "list_checkpoints", "lora_destination",
+           "search_places"]
 
 WEBUI = ("models/Stable-diffusion", "models/Lora")  # AUTOMATIC1111 and Forge
 COMFYUI = ("models/checkpoints", "models/loras")
@@ -122,6 +123,12 @@ def lora_destination(path: str | os.PathLike) -> Path:
         "<install>/models/Lora or <install>/models/loras, which the program creates on its first start); "
         "nothing was written."
     )
+
+
+def install_app(lora_folder: str | os.PathLike) -> str | None:
+    """"AUTOMATIC1111", "Forge" or "ComfyUI" for an install's LoRA folder (``<install>/models/Lora``), else None."""
+    folder = _install_at(Path(lora_folder).parent)
+    return folder.app if folder is not None else None
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------
