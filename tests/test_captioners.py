@@ -97,3 +97,49 @@ def test_model_sources_local_hub_and_missing(tmp_path, blip_dir):
         model_source("", allow_download=False)
     with pytest.raises(FileNotFoundError, match="allow_download"):
         load_captioner(BlipSettings(model="someone/not-cached-captioner"))
+
+
+TOY_CODE = '''
+from transformers import ViTConfig, ViTForImageClassification
+
+
+class ToyTaggerConfig(ViTConfig):
+    model_type = "lorakit_toy_tagger"
+
+
+class ToyTagger(ViTForImageClassification):
+    config_class = ToyTaggerConfig
+'''
+
+
+def test_trust_remote_code_reaches_transformers_and_its_absence_is_explained(tmp_path, monkeypatch):
+    import json
+
+    import transformers.dynamic_module_utils as dynamic
+
+    from lorakit.errors import ModelError
+
+    monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))  # not the user's cache
+    path = build_tiny_tagger(tmp_path / "custom", tags=["a", "b"])
+    (path / "toy_tagger.py").write_text(TOY_CODE, encoding="utf-8")
+    config = json.loads((path / "config.json").read_text())
+    config.update(model_type="lorakit_toy_tagger", auto_map={"AutoConfig": "toy_tagger.ToyTaggerConfig",
+                                                             "AutoModelForImageClassification": "toy_tagger.ToyTagger"})
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="--trust-remote-code"):
+        load_captioner(TaggerSettings(model=str(path)))
+    tagger = load_captioner(TaggerSettings(model=str(path), trust_remote_code=True))
+    assert type(tagger.model).__name__ == "ToyTagger" and tagger.labels == ["a", "b"]
+
+
+def test_blip_passes_trust_remote_code_to_both_loaders(blip_dir, monkeypatch):
+    import lorakit.dataset.captioners as captioners
+
+    seen, real = [], captioners._load
+    monkeypatch.setattr(captioners, "_load", lambda cls, *a, **kw: seen.append((cls.__name__, kw)) or real(cls, *a, **kw))
+    load_captioner(BlipSettings(model=str(blip_dir), trust_remote_code=True))
+    assert [(name, kw["trust_remote_code"]) for name, kw in seen] == [("AutoProcessor", True),
+                                                                     ("AutoModelForImageTextToText", True)]
+    seen.clear()
+    load_captioner(BlipSettings(model=str(blip_dir)))
+    assert {kw["trust_remote_code"] for _, kw in seen} == {False}

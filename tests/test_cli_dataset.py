@@ -64,3 +64,20 @@ def test_caption_dry_run_writes_nothing_then_a_real_run_fills_the_gaps(tmp_path,
     assert (folder / "1.txt").read_text(encoding="utf-8").startswith("zkx")
     assert main(["caption", str(tmp_path / "ds"), "--captioner", "tagger", "--model", "nobody/nothing"]) == 2
     assert "--download" in capsys.readouterr().err
+
+
+def test_caption_trust_remote_code_warns_and_options_of_another_captioner_are_refused(tmp_path, capsys):
+    from lorakit.dataset.captioners import build_tiny_tagger
+
+    model = build_tiny_tagger(tmp_path / "tagger", tags=["red", "blue"])
+    folder = tmp_path / "ds" / "1_zkx"
+    folder.mkdir(parents=True)
+    pattern(seed=0).save(folder / "0.png")
+    args = ["caption", str(tmp_path / "ds"), "--captioner", "tagger", "--model", str(model), "--dry-run"]
+    assert main([*args, "--trust-remote-code", "--threshold", "0.0"]) == 0
+    out = capsys.readouterr()
+    assert "runs Python code from its repository" in out.err and "1 captions proposed" in out.out
+    assert main(args) == 0
+    assert "trust_remote_code" not in capsys.readouterr().err
+    assert main([*args, "--beams", "2", "--general-threshold", "0.5"]) == 2
+    assert "--beams: an option of --captioner blip" in capsys.readouterr().err

@@ -68,6 +68,24 @@ def test_demo_captioner_previews_but_never_writes(tmp_path):
     assert not (project.dataset_dir / "2_zkx" / "0.txt").exists()
 
 
+
+def test_caption_form_wd14_choice_and_the_trust_remote_code_warning(tmp_path):
+    from lorakit.dataset.captioners import caption_folder, load_captioner
+
+    project = _project(tmp_path)
+    form = ui.CaptionerForm(kind="wd14")
+    form.undesired.value, form.always_first.value = "white background", "blue theme"
+    settings = form.value(project)
+    assert settings.kind == "wd14" and settings.undesired_tags == ["white background"]
+    assert settings.always_first_tags == ["blue theme"] and settings.general_threshold == 0.35
+    captioner = load_captioner(settings)  # the demo's toy WD14 model, written once in the project's cache
+    assert len(caption_folder(captioner, project.dataset_dir, only_missing=False, progress=False)) == 3
+    form.kind.value = "tagger"
+    assert form.trust_warning.value == "" and not form.value(project).trust_remote_code
+    form.trust.value = True
+    assert "runs Python code" in form.trust_warning.value and form.value(project).trust_remote_code
+
+
 def test_empty_source_means_the_demo_only_for_a_project_without_images(tmp_path):
     from lorakit.demo.recipe import DEMO_DATA
 

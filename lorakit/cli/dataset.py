@@ -2,7 +2,8 @@
 
     lorakit dataset check DIR [--json] [--resolution 512]      exit 1 when a file is unusable
     lorakit dataset import SRC PROJECT --token fr3dd!e --repeats 15 [--reg SRC --class-prompt woman]
-    lorakit caption DIR --captioner blip|tagger --model ID_OR_PATH [--prefix "photo of fr3dd!e"] [--overwrite]
+    lorakit caption DIR --captioner blip|tagger|wd14 --model ID_OR_PATH [--prefix "photo of fr3dd!e"] [--overwrite]
+    lorakit caption DIR --captioner wd14 --model FOLDER --general-threshold 0.35 --undesired-tags "1girl, solo"
 """
 
 from __future__ import annotations
@@ -39,19 +40,54 @@ def _cmd_import(args) -> int:
     return 0
 
 
+# the options of each captioner: given to another one, they are refused rather than ignored
+CAPTIONER_OPTIONS = {
+    "blip": {"beams": "num_beams", "min_length": "min_length", "max_length": "max_length", "prompt": "prompt"},
+    "tagger": {"threshold": "threshold", "exclude": "exclude"},
+    "wd14": {"general_threshold": "general_threshold", "character_threshold": "character_threshold",
+             "undesired_tags": "undesired_tags", "always_first": "always_first_tags",
+             "keep_underscores": "underscores_to_spaces", "rating_tags": "rating_tags",
+             "tag_separator": "tag_separator"},
+}
+_TAG_LISTS = {"exclude", "undesired_tags", "always_first"}
+
+
+def _caption_settings(args):
+    """The captioner's settings from the command line (its dataclass's defaults for what is not given)."""
+    from lorakit.dataset.captioners import BlipSettings, TaggerSettings
+    from lorakit.dataset.captions import parse_tag_list
+    from lorakit.errors import ConfigError
+
+    for kind, options in CAPTIONER_OPTIONS.items():
+        given = [o for o in options if getattr(args, o) is not None]
+        if kind != args.captioner and given:
+            flags = ", ".join("--" + o.replace("_", "-") for o in given)
+            raise ConfigError(f"{flags}: an option of --captioner {kind}, not {args.captioner}.")
+    if args.captioner == "wd14" and args.trust_remote_code:
+        raise ConfigError("--trust-remote-code: a WD14 ONNX model carries no Python code; leave it off.")
+    kwargs = {"model": args.model, "prefix": args.prefix, "batch_size": args.batch_size, "device": args.device,
+              "allow_download": args.download}
+    for option, name in CAPTIONER_OPTIONS[args.captioner].items():
+        value = getattr(args, option)
+        if value is not None:
+            kwargs[name] = parse_tag_list(value) if option in _TAG_LISTS else (
+                not value if option == "keep_underscores" else value)
+    if args.captioner == "wd14":
+        from lorakit.dataset.wd14 import Wd14Settings
+
+        return Wd14Settings(**kwargs)
+    kwargs["trust_remote_code"] = args.trust_remote_code
+    return BlipSettings(**kwargs) if args.captioner == "blip" else TaggerSettings(**kwargs)
+
+
 def _cmd_caption(args) -> int:
-    from lorakit.dataset.captioners import BlipSettings, TaggerSettings, caption_folder, load_captioner
+    from lorakit.dataset.captioners import REMOTE_CODE_WARNING, caption_folder, load_captioner
     from lorakit.dataset.captions import apply_changes
     from lorakit.dataset.checks import dataset_root
 
-    common = {"model": args.model, "prefix": args.prefix, "batch_size": args.batch_size, "device": args.device,
-              "allow_download": args.download}
-    if args.captioner == "blip":
-        settings: BlipSettings | TaggerSettings = BlipSettings(
-            num_beams=args.beams, min_length=args.min_length, max_length=args.max_length, prompt=args.prompt, **common)
-    else:
-        settings = TaggerSettings(threshold=args.threshold, exclude=[t.strip() for t in args.exclude.split(",")
-                                                                     if t.strip()], **common)
+    settings = _caption_settings(args)
+    if getattr(settings, "trust_remote_code", False):
+        print(f"warning: {REMOTE_CODE_WARNING}", file=sys.stderr)
     captioner = load_captioner(settings)
     changes = caption_folder(captioner, dataset_root(args.dir), only_missing=not args.overwrite)
     for ch in changes:
@@ -91,19 +127,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("caption", help="caption images automatically (BLIP sentences or booru tags)")
     p.add_argument("dir", type=Path)
-    p.add_argument("--captioner", choices=("blip", "tagger"), required=True)
+    p.add_argument("--captioner", choices=("blip", "tagger", "wd14"), required=True,
+                   help="blip: sentences; tagger: a transformers tagger; wd14: a WD14 ONNX tagger (lorakit[wd14])")
     p.add_argument("--model", required=True, help="local folder, or a hub id (with --download)")
     p.add_argument("--download", action="store_true", help="allow fetching a hub id from huggingface.co")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="blip/tagger: run Python code shipped in the model repository (only if you trust it)")
     p.add_argument("--prefix", default="", help='e.g. "photo of fr3dd!e"')
     p.add_argument("--overwrite", action="store_true", help="recaption images that have a caption (backed up)")
     p.add_argument("--dry-run", action="store_true", help="print the captions, write nothing")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="auto")
-    p.add_argument("--beams", type=int, default=3)
-    p.add_argument("--min-length", type=int, default=5)
-    p.add_argument("--max-length", type=int, default=40)
-    p.add_argument("--prompt", default="", help="BLIP: text the caption continues, e.g. 'a photo of'")
-    p.add_argument("--threshold", type=float, default=0.35, help="tagger: minimum tag probability")
-    p.add_argument("--exclude", default="general,sensitive,questionable,explicit", help="tagger: tags to drop")
+    p.add_argument("--beams", type=int, default=None, help="blip: beam search width (default 3)")
+    p.add_argument("--min-length", type=int, default=None, help="blip: in tokens (default 5)")
+    p.add_argument("--max-length", type=int, default=None, help="blip: in tokens (default 40)")
+    p.add_argument("--prompt", default=None, help="blip: text the caption continues, e.g. 'a photo of'")
+    p.add_argument("--threshold", type=float, default=None, help="tagger: minimum tag probability (default 0.35)")
+    p.add_argument("--exclude", default=None, help="tagger: tags to drop (default: the rating tags)")
+    p.add_argument("--general-threshold", type=float, default=None, help="wd14: for general tags (default 0.35)")
+    p.add_argument("--character-threshold", type=float, default=None,
+                   help="wd14: for character tags (default 0.85)")
+    p.add_argument("--undesired-tags", default=None, help='wd14: tags to drop, e.g. "1girl, solo"')
+    p.add_argument("--always-first", default=None, help="wd14: tags put first (in this order) when found")
+    p.add_argument("--keep-underscores", action="store_const", const=True, default=None,
+                   help="wd14: write red_hair, not red hair")
+    p.add_argument("--rating-tags", action="store_const", const=True, default=None,
+                   help="wd14: add the most probable rating tag (general, sensitive, ...) first")
+    p.add_argument("--tag-separator", default=None, help="wd14: between tags (default ', ')")
     p.set_defaults(func=_cmd_caption)
 

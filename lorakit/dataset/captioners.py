@@ -4,10 +4,12 @@
     blip = load_captioner(BlipSettings(model="/models/blip-image-captioning-large", prefix="photo of fr3dd!e"))
     changes = caption_folder(blip, "my-project/dataset")        # proposals for images without a caption
     tagger = load_captioner(TaggerSettings(model="p1atdev/wd-swinv2-tagger-v3-hf", allow_download=True))
+    wd14 = load_captioner(Wd14Settings(model="/models/wd-vit-tagger-v3"))   # lorakit.dataset.wd14: ONNX
 
 Models load from a local folder; a hub id is fetched only with ``allow_download=True`` (else only the local
-Hugging Face cache is used). docs/captioning.md names the models worth trying. ``build_tiny_blip`` and
-``build_tiny_tagger`` make random toy models of the same classes, offline, for tests and the demo.
+Hugging Face cache is used). Code shipped inside a model repository runs only with ``trust_remote_code=True``.
+docs/captioning.md names the models worth trying. ``build_tiny_blip`` and ``build_tiny_tagger`` make random
+toy models of the same classes, offline, for tests and the demo.
 """
 
 from __future__ import annotations
@@ -15,14 +17,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from lorakit.dataset.captions import CaptionChange, join_tags, propose, read_captions, split_tags, with_prefix
 from lorakit.dataset.checks import load_upright
+from lorakit.errors import ModelError
+
+if TYPE_CHECKING:
+    from lorakit.dataset.wd14 import Wd14Settings
 
 # tags a booru tagger emits that say nothing about the picture's content
 DEFAULT_EXCLUDED = ("general", "sensitive", "questionable", "explicit")
+
+# printed (CLI) or shown (notebook 01) whenever trust_remote_code is on
+REMOTE_CODE_WARNING = "trust_remote_code is on: loading this model runs Python code from its repository on this machine."
 
 
 @dataclass
@@ -38,6 +48,7 @@ class BlipSettings:
     batch_size: int = 4
     device: str = "auto"
     allow_download: bool = False
+    trust_remote_code: bool = False  # run Python code shipped in the model repository (its config's auto_map)
     kind: str = field(default="blip", init=False)
 
 
@@ -54,7 +65,7 @@ class TaggerSettings:
     batch_size: int = 8
     device: str = "auto"
     allow_download: bool = False
-    trust_remote_code: bool = False  # some converted taggers ship their own image processor code
+    trust_remote_code: bool = False  # run Python code shipped in the model repository (e.g. an image processor)
     kind: str = field(default="tagger", init=False)
 
 
@@ -88,12 +99,20 @@ def _load(auto_class, name: str, source: str, local_only: bool, **kwargs):
         hint = (" It is not in the local Hugging Face cache: download it with allow_download=True (CLI: --download)"
                 " or give the folder it is saved in." if local_only and not Path(source).is_dir() else "")
         raise FileNotFoundError(f"Cannot load captioning model {name!r} ({auto_class.__name__}).{hint} ({e})") from e
+    except ValueError as e:
+        if "trust_remote_code" not in str(e) or kwargs.get("trust_remote_code"):
+            raise
+        raise ModelError(
+            f"Captioning model {name!r} needs Python code from its own repository ({auto_class.__name__} is "
+            "defined there, see auto_map in its config), and trust_remote_code is off. If you trust that "
+            "repository (read its .py files first), pass --trust-remote-code (notebook 01: tick 'trust remote "
+            "code'; Python: trust_remote_code=True).") from e
 
 
 class Captioner:
-    """Turns a batch of images into a caption each; the prefix is added here, so both kinds share it."""
+    """Turns a batch of images into a caption each; the prefix is added here, so every kind shares it."""
 
-    settings: BlipSettings | TaggerSettings
+    settings: BlipSettings | TaggerSettings | Wd14Settings
 
     def caption_batch(self, images: Sequence[Image.Image]) -> list[str]:
         raise NotImplementedError
@@ -110,7 +129,8 @@ class Captioner:
                 bar.update(len(images[i : i + size]))
         if self.settings.prefix:
             units = ([c] if c else [] for c in out) if self.settings.kind == "blip" else map(split_tags, out)
-            out = [join_tags(with_prefix(u, self.settings.prefix)) for u in units]
+            sep = getattr(self.settings, "tag_separator", ", ")
+            out = [sep.join(with_prefix(u, self.settings.prefix)) for u in units]
         return out
 
 
@@ -122,8 +142,9 @@ class BlipCaptioner(Captioner):
         source, local_only = model_source(settings.model, settings.allow_download)
         self.settings, self.device = settings, pick_device(settings.device)
         dtype = torch.float16 if self.device == "cuda" else torch.float32
-        self.processor = _load(AutoProcessor, settings.model, source, local_only)
-        self.model = _load(AutoModelForImageTextToText, settings.model, source, local_only, dtype=dtype)
+        remote = {"trust_remote_code": settings.trust_remote_code}
+        self.processor = _load(AutoProcessor, settings.model, source, local_only, **remote)
+        self.model = _load(AutoModelForImageTextToText, settings.model, source, local_only, dtype=dtype, **remote)
         self.model.to(self.device).eval()
 
     def caption_batch(self, images: Sequence[Image.Image]) -> list[str]:
@@ -149,9 +170,10 @@ class Tagger(Captioner):
         source, local_only = model_source(settings.model, settings.allow_download)
         self.settings, self.device = settings, pick_device(settings.device)
         dtype = torch.float16 if self.device == "cuda" else torch.float32
-        self.processor = _load(AutoImageProcessor, settings.model, source, local_only,
-                               trust_remote_code=settings.trust_remote_code)
-        self.model = _load(AutoModelForImageClassification, settings.model, source, local_only, dtype=dtype)
+        remote = {"trust_remote_code": settings.trust_remote_code}
+        self.processor = _load(AutoImageProcessor, settings.model, source, local_only, **remote)
+        self.model = _load(AutoModelForImageClassification, settings.model, source, local_only, dtype=dtype,
+                           **remote)
         self.model.to(self.device).eval()
         if self.model.config.problem_type not in (None, "multi_label_classification"):
             raise ValueError(f"{settings.model} is a {self.model.config.problem_type} classifier, not a tagger "
@@ -181,9 +203,15 @@ class Tagger(Captioner):
         return [t.replace("_", " ") if s.underscores_to_spaces and len(t) > 3 else t for t in tags]
 
 
-def load_captioner(settings: BlipSettings | TaggerSettings) -> Captioner:
+def load_captioner(settings: BlipSettings | TaggerSettings | Wd14Settings) -> Captioner:
     """The captioner that ``settings`` describe, loaded once (keep the object to caption many folders)."""
-    return BlipCaptioner(settings) if isinstance(settings, BlipSettings) else Tagger(settings)
+    if isinstance(settings, BlipSettings):
+        return BlipCaptioner(settings)
+    if isinstance(settings, TaggerSettings):
+        return Tagger(settings)
+    from lorakit.dataset.wd14 import Wd14Tagger
+
+    return Wd14Tagger(settings)
 
 
 def caption_folder(captioner: Captioner, folder: str | Path, only_missing: bool = True, limit: int = 0,

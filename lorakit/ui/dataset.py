@@ -20,7 +20,13 @@ import numpy as np
 from PIL import Image
 
 from lorakit.config.schema import TrainConfig
-from lorakit.dataset.captioners import BlipSettings, TaggerSettings, build_tiny_blip, build_tiny_tagger
+from lorakit.dataset.captioners import (
+    REMOTE_CODE_WARNING,
+    BlipSettings,
+    TaggerSettings,
+    build_tiny_blip,
+    build_tiny_tagger,
+)
 from lorakit.dataset.captions import (
     CaptionChange,
     TagEdit,
@@ -53,6 +59,7 @@ from lorakit.dataset.masks import (
     save_mask,
 )
 from lorakit.dataset.scan import image_size
+from lorakit.dataset.wd14 import Wd14Settings, build_tiny_wd14
 from lorakit.demo.recipe import DEMO_DATA, demo_config
 from lorakit.demo.toyworld import tokenizer_words
 from lorakit.errors import DatasetError
@@ -460,9 +467,13 @@ class CaptionerForm:
     """Which captioner, which model, its options, and what to caption."""
 
     def __init__(self, model: str = "", kind: str = "blip", prefix: str = "", mode: str = "missing"):
-        self.kind = widgets.ToggleButtons(options=["blip", "tagger"], value=kind, description="captioner")
+        self.kind = widgets.ToggleButtons(options=["blip", "tagger", "wd14"], value=kind, description="captioner")
         self.model = _text(model, "model", "local folder or hub id; empty = the demo's random toy model")
         self.download = widgets.Checkbox(value=False, description="allow download from the hub", style=_STYLE)
+        self.trust = widgets.Checkbox(value=False, description="trust remote code (blip, tagger)", style=_STYLE,
+                                      layout=_WIDE)
+        self.trust_warning = widgets.HTML()
+        self.trust.observe(lambda _: self._show_trust_warning(), names="value")
         self.prefix = _text(prefix, "prefix", "e.g. photo of fr3dd!e")
         self.beams = widgets.IntSlider(value=3, min=1, max=8, description="beams (blip)", style=_STYLE)
         self.lengths = widgets.IntRangeSlider(value=(5, 40), min=1, max=100, description="min/max length (blip)",
@@ -470,18 +481,41 @@ class CaptionerForm:
         self.threshold = widgets.FloatSlider(value=0.35, min=0.05, max=0.95, step=0.05,
                                              description="threshold (tagger)", style=_STYLE)
         self.exclude = _text("general, sensitive, questionable, explicit", "exclude tags (tagger)")
+        wd14 = Wd14Settings()
+        self.general = widgets.FloatSlider(value=wd14.general_threshold, min=0.05, max=0.95, step=0.05,
+                                           description="general threshold (wd14)", style=_STYLE)
+        self.character = widgets.FloatSlider(value=wd14.character_threshold, min=0.05, max=1.0, step=0.05,
+                                             description="character threshold (wd14)", style=_STYLE)
+        self.undesired = _text("", "undesired tags (wd14)", "comma-separated, e.g. 1girl, solo")
+        self.always_first = _text("", "always first (wd14)", "tags put first when found")
+        self.underscores = widgets.Checkbox(value=wd14.underscores_to_spaces, style=_STYLE,
+                                            description="underscores → spaces (wd14)")
+        self.rating = widgets.Checkbox(value=wd14.rating_tags, description="rating tag (wd14)", style=_STYLE)
         self.mode = widgets.Dropdown(options=list(MODES.items()), value=mode, description="caption", style=_STYLE)
-        self.widget = widgets.VBox([self.kind, self.model, self.download, self.prefix, self.beams, self.lengths,
-                                    self.threshold, self.exclude, self.mode])
+        self.widget = widgets.VBox([self.kind, self.model, self.download, self.trust, self.trust_warning,
+                                    self.prefix, self.beams, self.lengths, self.threshold, self.exclude,
+                                    self.general, self.character, self.undesired, self.always_first,
+                                    self.underscores, self.rating, self.mode])
+
+    def _show_trust_warning(self) -> None:
+        text = f"⚠ {REMOTE_CODE_WARNING}" if self.trust.value else ""
+        self.trust_warning.value = f"<span style='color:{COLORS['warn']}'>{html.escape(text)}</span>" if text else ""
 
     @property
     def is_demo(self) -> bool:
         return not self.model.value.strip()
 
-    def value(self, project: Project) -> BlipSettings | TaggerSettings:
+    def value(self, project: Project) -> BlipSettings | TaggerSettings | Wd14Settings:
         """The settings; an empty model means the demo's toy model (random: its captions are gibberish)."""
         model = self.model.value.strip() or str(demo_captioner(project, self.kind.value))
         common = {"model": model, "prefix": self.prefix.value.strip(), "allow_download": self.download.value}
+        if self.kind.value == "wd14":
+            return Wd14Settings(general_threshold=self.general.value, character_threshold=self.character.value,
+                                undesired_tags=parse_tag_list(self.undesired.value),
+                                always_first_tags=parse_tag_list(self.always_first.value),
+                                underscores_to_spaces=self.underscores.value, rating_tags=self.rating.value,
+                                **common)
+        common["trust_remote_code"] = self.trust.value
         if self.kind.value == "blip":
             return BlipSettings(num_beams=self.beams.value, min_length=self.lengths.value[0],
                                 max_length=self.lengths.value[1], **common)
@@ -492,6 +526,8 @@ def demo_captioner(project: Project, kind: str) -> Path:
     """A random toy captioner in the project's cache (made once, offline): it shows the mechanics, not captions."""
 
     folder = project.cache_dir / f"toy-{kind}"
+    if kind == "wd14":
+        return folder if (folder / "model.onnx").is_file() else build_tiny_wd14(folder)
     if not (folder / "config.json").is_file():
         if kind == "blip":
             build_tiny_blip(folder, words=tokenizer_words())
