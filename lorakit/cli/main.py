@@ -58,6 +58,8 @@ def _cmd_train(args) -> int:
     _hub_model(cfg.model.base_model, args.download, f"lorakit train {args.project} --download")
     if args.max_steps:
         cfg.training.max_train_steps = args.max_steps
+    if args.init_from:
+        cfg.network.init_from = str(Path(args.init_from).expanduser().resolve())
     callbacks: list[Callback] = default_callbacks(project, cfg)
     result = train(project, cfg, callbacks=callbacks if _is_main() else [], resume=args.resume)
     if args.print_checksum:
@@ -153,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the project's LoRA from its lorakit.toml")
     p.add_argument("project", type=Path)
-    p.add_argument("--resume", action="store_true", help="continue from output/state/")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue the interrupted run from output/state/")
+    start.add_argument("--init-from", metavar="LORA", default="",
+                       help="start a new run from this LoRA file's weights (a warm start: fresh optimizer and "
+                            "schedule; same network type and rank)")
     p.add_argument("--max-steps", type=int, default=0)
     p.add_argument("--print-checksum", action="store_true", help="print a fingerprint of the trained weights")
     p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)

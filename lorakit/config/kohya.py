@@ -35,6 +35,7 @@ DIRECT: dict[str, str] = {
     "network_dim": "network.rank",
     "network_alpha": "network.alpha",
     "network_dropout": "network.dropout",
+    "lora_network_weights": "network.init_from",  # a warm start from this LoRA file (sd-scripts: network_weights)
     "optimizer_args": "optimizer.optimizer_args",
     "lr_scheduler": "optimizer.lr_scheduler",
     "lr_scheduler_num_cycles": "optimizer.lr_scheduler_num_cycles",
@@ -96,7 +97,8 @@ NEUTRAL: dict[str, tuple[Any, str]] = {
     "fp8_base": (False, "an fp8 base model is not supported; lorakit loads it in the mixed precision"),
     "full_bf16": (False, "full bf16 training (bf16 gradients) is not supported; the adapter trains in fp32"),
     "full_fp16": (False, "full fp16 training is not supported; the adapter trains in fp32"),
-    "max_token_length": (75, "captions are cut at 75 tokens; longer token windows are not implemented"),
+    "max_token_length": (75, "captions are cut at 75 tokens (the caption check flags longer ones); longer token "
+                                 "windows are not implemented"),
     "module_dropout": (0, "module dropout is not implemented; network_dropout is"),
     "rank_dropout": (0, "rank dropout is not implemented; network_dropout is"),
     "random_crop": (False, "random crop is not implemented; images are resized into their bucket"),
@@ -105,9 +107,6 @@ NEUTRAL: dict[str, tuple[Any, str]] = {
     "weighted_captions": (False, "(word:1.2) caption weighting is not implemented"),
     "scale_weight_norms": (0, "max-norm regularisation of the LoRA weights is not implemented; training runs "
                               "without it (lower the learning rate if the LoRA overcooks)"),
-    "lora_network_weights": ("", "continuing from existing LoRA weights is not supported; resume a lorakit run "
-                                 "with `lorakit train --resume`"),
-    "network_weights": ("", "continuing from existing LoRA weights is not supported"),
     "dim_from_weights": (False, "taking the rank from existing weights is not supported"),
     "additional_parameters": ("", "raw sd-scripts flags cannot be read; set their lorakit equivalents by hand"),
     "lr_scheduler_args": ("", "extra scheduler arguments are not supported"),

@@ -162,6 +162,8 @@ class NetworkConfig:
     conv_alpha: float = _f(0.0, "Alpha for the conv layers; 0 = same as alpha.")
     dropout: float = _f(0.0, "Dropout on the adapter's input during training (0-0.5); a mild regulariser.")
     train_unet: bool = _f(True, "Train an adapter on the UNet (almost always on; off = train the text encoder only).")
+    init_from: str = _f("", "Start a new run from this LoRA file's weights (kohya's network_weights), relative to "
+                            "the project; same type and rank. Unlike --resume: fresh optimizer and schedule.")
 
     def __post_init__(self) -> None:
         _choice("network.type", self.type, NETWORK_TYPES)

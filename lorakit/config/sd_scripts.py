@@ -20,7 +20,8 @@ from lorakit.config.schema import tomllib
 from lorakit.errors import ConfigError
 
 # sd-scripts argparse name -> kohya_ss GUI key, where the two differ
-RENAMED = {"optimizer_type": "optimizer", "resolution": "max_resolution", "network_dropout": "network_dropout"}
+RENAMED = {"optimizer_type": "optimizer", "resolution": "max_resolution", "network_dropout": "network_dropout",
+           "network_weights": "lora_network_weights"}
 # LyCORIS's kohya module: network_args algo=... -> the GUI's LoRA_type
 LYCORIS_ALGOS = {"locon": "LyCORIS/LoCon", "lora": "LyCORIS/LoCon", "loha": "LyCORIS/LoHa", "lokr": "LyCORIS/LoKr"}
 

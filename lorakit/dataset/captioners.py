@@ -17,16 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from PIL import Image
 
 from lorakit.dataset.captions import CaptionChange, join_tags, propose, read_captions, split_tags, with_prefix
 from lorakit.dataset.checks import load_upright
 from lorakit.errors import ModelError
-
-if TYPE_CHECKING:
-    from lorakit.dataset.wd14 import Wd14Settings
 
 # tags a booru tagger emits that say nothing about the picture's content
 DEFAULT_EXCLUDED = ("general", "sensitive", "questionable", "explicit")
@@ -51,6 +48,9 @@ class BlipSettings:
     trust_remote_code: bool = False  # run Python code shipped in the model repository (its config's auto_map)
     kind: str = field(default="blip", init=False)
 
+    def load(self) -> Captioner:
+        return BlipCaptioner(self)
+
 
 @dataclass
 class TaggerSettings:
@@ -67,6 +67,9 @@ class TaggerSettings:
     allow_download: bool = False
     trust_remote_code: bool = False  # run Python code shipped in the model repository (e.g. an image processor)
     kind: str = field(default="tagger", init=False)
+
+    def load(self) -> Captioner:
+        return Tagger(self)
 
 
 def pick_device(device: str = "auto") -> str:
@@ -112,7 +115,7 @@ def _load(auto_class, name: str, source: str, local_only: bool, **kwargs):
 class Captioner:
     """Turns a batch of images into a caption each; the prefix is added here, so every kind shares it."""
 
-    settings: BlipSettings | TaggerSettings | Wd14Settings
+    settings: CaptionerSettings
 
     def caption_batch(self, images: Sequence[Image.Image]) -> list[str]:
         raise NotImplementedError
@@ -203,15 +206,19 @@ class Tagger(Captioner):
         return [t.replace("_", " ") if s.underscores_to_spaces and len(t) > 3 else t for t in tags]
 
 
-def load_captioner(settings: BlipSettings | TaggerSettings | Wd14Settings) -> Captioner:
-    """The captioner that ``settings`` describe, loaded once (keep the object to caption many folders)."""
-    if isinstance(settings, BlipSettings):
-        return BlipCaptioner(settings)
-    if isinstance(settings, TaggerSettings):
-        return Tagger(settings)
-    from lorakit.dataset.wd14 import Wd14Tagger
+class CaptionerSettings(Protocol):
+    """Settings of one kind of captioner (BlipSettings, TaggerSettings, lorakit.dataset.wd14.Wd14Settings)."""
 
-    return Wd14Tagger(settings)
+    kind: str
+    prefix: str
+    batch_size: int
+
+    def load(self) -> Captioner: ...
+
+
+def load_captioner(settings: CaptionerSettings) -> Captioner:
+    """The captioner that ``settings`` describe, loaded once (keep the object to caption many folders)."""
+    return settings.load()
 
 
 def caption_folder(captioner: Captioner, folder: str | Path, only_missing: bool = True, limit: int = 0,

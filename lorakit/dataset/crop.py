@@ -2,6 +2,7 @@
 
     from lorakit.dataset.crop import bucket_preview, center_box, crop_in_project
     rows = bucket_preview(project.dataset_dir, resolution=512, step=64)    # the trainer's own bucket code
+    orig_hw, crop_top_left, target_hw = micro_conditioning(item, flip=False)  # SDXL's size ids of one sample
     crop_in_project(project, image, center_box(image_size(image), 1.0))     # a square crop of one image
 
 Crops are written inside the project only. When the project's copy of an image is cropped in place, the
@@ -18,8 +19,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from lorakit.dataset.checks import contact_sheet, load_upright
+from lorakit.dataset.masks import cover_box
 from lorakit.dataset.scan import ImageItem, assign_buckets, load_image_for_bucket, scan_dataset
 from lorakit.files import atomic_path
+from lorakit.models.families.base import SizeIds
 from lorakit.project import Project
 
 
@@ -79,6 +82,19 @@ def bucket_sheet(rows: list[BucketRow], thumb: int = 128, cols: int = 8) -> Imag
             im = None
         tiles.append((im, f"{r.bucket[0]}x{r.bucket[1]}", "ok" if r.kept > 0.8 else "warn"))
     return contact_sheet(tiles, thumb, cols)
+
+
+def micro_conditioning(item: ImageItem, flip: bool = False) -> SizeIds:
+    """SDXL's size conditioning of one sample: its original size, where the bucket was cut from it, the bucket.
+
+    The crop is ``cover_crop``'s own, in the resized image's pixels; a flipped sample (mirrored after the crop)
+    gets the mirrored left edge, as sd-scripts does. All three as (height, width), the order of SDXL's time ids.
+    """
+    (w, h), (bw, bh) = item.size, item.bucket
+    (nw, _), (left, top) = cover_box(item.size, item.bucket)
+    if flip:
+        left = nw - bw - left
+    return (h, w), (top, left), (bh, bw)
 
 
 # ---- crops -------------------------------------------------------------------------------------------

@@ -148,14 +148,18 @@ def inspect_mask(image: Path, source: Path | None = None) -> MaskInfo:
     return info
 
 
+def cover_box(size: tuple[int, int], bucket: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where ``cover_crop`` cuts: the (w, h) an image of ``size`` is resized to, and the crop's (left, top) in it."""
+    (w, h), (bw, bh) = size, bucket
+    scale = max(bw / w, bh / h)
+    nw, nh = max(bw, round(w * scale)), max(bh, round(h * scale))
+    return (nw, nh), ((nw - bw) // 2, (nh - bh) // 2)
+
+
 def cover_crop(im: Image.Image, bucket: tuple[int, int], resample: Image.Resampling) -> Image.Image:
     """Resize ``im`` to cover ``bucket`` (w, h) and center-crop to it: what the trainer does to every image."""
-    bw, bh = bucket
-    scale = max(bw / im.width, bh / im.height)
-    nw, nh = max(bw, round(im.width * scale)), max(bh, round(im.height * scale))
-    im = im.resize((nw, nh), resample)
-    left, top = (nw - bw) // 2, (nh - bh) // 2
-    return im.crop((left, top, left + bw, top + bh))
+    (nw, nh), (left, top) = cover_box(im.size, bucket)
+    return im.resize((nw, nh), resample).crop((left, top, left + bucket[0], top + bucket[1]))
 
 
 def latent_mask(image: Path, source: Path, bucket: tuple[int, int], factor: int, flip: bool = False) -> torch.Tensor:

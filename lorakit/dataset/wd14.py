@@ -55,6 +55,9 @@ class Wd14Settings:
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device {self.device!r}: onnxruntime runs on 'cpu' or 'cuda' (or 'auto').")
 
+    def load(self) -> Wd14Tagger:
+        return Wd14Tagger(self)
+
 
 @dataclass
 class TagRow:

@@ -79,14 +79,22 @@ def read_lora_metadata(path: str | Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
+def model_hash_short(source: str) -> str:
+    """A1111's legacy model hash (8 hex chars of sha256 over 64 KiB at offset 1 MiB); "" unless a single file."""
+    path = Path(source)
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(0x100000)
+        return hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+
+
 def model_hash(source: str) -> tuple[str, str]:
-    """(legacy A1111 hash: 8 hex chars of sha256 over 64 KiB at offset 1 MiB, sha256 of the file) for single files."""
+    """(legacy A1111 hash, sha256 of the file) for single files; ("", "") for folders and hub ids."""
     path = Path(source)
     if not path.is_file():
         return "", ""
-    with open(path, "rb") as f:
-        f.seek(0x100000)
-        legacy = hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+    legacy = model_hash_short(source)
     full = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 24), b""):

@@ -25,14 +25,17 @@ from pathlib import Path
 import torch
 
 from lorakit.config.schema import TrainConfig
+from lorakit.dataset.crop import micro_conditioning
 from lorakit.dataset.scan import Sample, process_caption
 from lorakit.errors import TrainingError
 from lorakit.lora import file as lora_file
+from lorakit.lora.warm_start import check_init_file
 from lorakit.models.loading import BaseModel
 from lorakit.project import Project
 from lorakit.train import state as resume_state
 from lorakit.train.ema import checkpoint_variants, restore_ema
 from lorakit.train.events import Callback, Callbacks, TrainResult
+from lorakit.train.fingerprint import check_resumable, run_fingerprint
 from lorakit.train.masked_loss import per_image_loss
 from lorakit.train.noise import (
     debiased_weights,
@@ -75,9 +78,17 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
     )
     main = accelerator.is_main_process
     with project.lock(enabled=main), StopRequest() as stop:  # one run per project; SIGTERM stops after a step
-        run = prepare(project, cfg, accelerator)
-        result, pos = TrainResult(), Position()
         state_file = project.state_dir / resume_state.STATE_FILE
+        if cfg.network.init_from:
+            check_init_file(project.resolve(cfg.network.init_from), cfg)
+        # what the state will say it was trained on; a resume that does not match stops here, before any long work
+        fingerprint = (run_fingerprint(project, cfg, accelerator.num_processes)
+                       if cfg.saving.save_state or resume else {})
+        unchecked = (check_resumable(resume_state.json_path(state_file), fingerprint, str(project.root))
+                     if resume else "")
+        run = prepare(project, cfg, accelerator)
+        run.notes += [unchecked] if unchecked else []
+        result, pos = TrainResult(), Position()
         if resume:
             pos = restore(run, state_file, result)
         elif main:
@@ -105,7 +116,8 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
         def save_state(epoch: int, batch: int) -> None:
             if cfg.saving.save_state and main:
                 at = Position(pos.step, epoch, batch)
-                result.state_path = resume_state.save_state(state_file, snapshot(run, at, result))
+                result.state_path = resume_state.save_state(state_file, {**snapshot(run, at, result),
+                                                                         "fingerprint": fingerprint})
 
         def save_interrupted() -> None:
             """The weights so far as name-interrupted(-ema).safetensors, a LoRA to try; none before the first step."""
@@ -246,7 +258,9 @@ def batch_loss(run: Run, batch: list[Sample], pos: Position, b_index: int, devic
     stop_te = cfg.optimizer.stop_text_encoder_training
     te_on = run.net.has_text_encoder and not (stop_te and pos.step >= stop_te)
     hidden, pooled = encode_text(base, cfg, captions, te_on, embed_cache)
-    added = base.family.added_cond(pooled, *pixel_size(base, latents), len(batch), device, run.weight_dtype)
+    # SDXL's size ids: each image's original size, where its bucket was cropped from, the bucket (SD1/2: None)
+    sizes = [micro_conditioning(s.item, s.flip) for s in batch]
+    added = base.family.added_cond(pooled, sizes, device, run.weight_dtype)
     # 4. the target by prediction type, and the UNet's guess
     target = training_target(sched, latents.float(), noise.float(), timesteps, base.prediction_type)
     with accelerator.autocast():
@@ -313,11 +327,6 @@ def diverged_advice(cfg: TrainConfig, step: int, value: float) -> str:
     return (f"Training stopped at step {step}: the loss is {value} (not a number). Lower optimizer.unet_lr "
             f"(now {o.unet_lr:g}) and optimizer.text_encoder_lr (now {o.text_encoder_lr:g}), or use "
             "training.mixed_precision = 'bf16' instead of 'fp16'; no LoRA file of this step was written.")
-
-
-def pixel_size(base: BaseModel, latents: torch.Tensor) -> tuple[int, int]:
-    f = 2 ** (len(base.vae.config.block_out_channels) - 1)
-    return latents.shape[-2] * f, latents.shape[-1] * f
 
 
 def encode_text(base: BaseModel, cfg: TrainConfig, captions: list[str], te_training: bool, memo: dict):

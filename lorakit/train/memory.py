@@ -44,6 +44,7 @@ from torch.overrides import TorchFunctionMode
 
 from lorakit.config.schema import TrainConfig, parse_optimizer_args
 from lorakit.errors import LorakitError
+from lorakit.models.families.base import square_sizes
 
 GB = 2**30  # cards are sold in GiB ("24 GB" holds 24 GiB); lorakit doctor prints the same unit
 CUDA_CONTEXT = int(0.5 * GB)  # the CUDA context, cuBLAS/cuDNN workspaces: outside torch's allocator
@@ -402,7 +403,7 @@ def _step(base, cfg, net, params, optimizer, autocast, dev, dtype, fam, d, t) ->
     else:  # frozen: lorakit memoises each caption's embedding after one pass without gradients
         with torch.no_grad():
             hidden, pooled = fam.encode(base, ids, cfg.model.clip_skip)
-    added = fam.added_cond(pooled, res, res, b, dev, dtype)
+    added = fam.added_cond(pooled, [square_sizes(res)] * b, dev, dtype)  # the ids' values cost no memory
     target = torch.empty(shape, device=dev, dtype=torch.float32)
     if autocast is not None:
         autocast.enabled = True

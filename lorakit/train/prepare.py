@@ -30,6 +30,7 @@ from lorakit.dataset.scan import (
 from lorakit.errors import DatasetError
 from lorakit.lora import file as lora_file
 from lorakit.lora.network import Network
+from lorakit.lora.warm_start import load_init_weights
 from lorakit.models.loading import BaseModel, load_base
 from lorakit.project import Project
 from lorakit.train.ema import LoraEMA
@@ -170,6 +171,8 @@ def prepare(project: Project, cfg: TrainConfig, accelerator) -> Run:
 
     # network, optimizer, schedule
     net = Network.attach(base, cfg)
+    if cfg.network.init_from:  # a warm start (checked before any long work in train); a resume then loads its state
+        notes.append(load_init_weights(net, project.resolve(cfg.network.init_from)))
     groups = [{"params": net.parameters("lora_unet"), "lr": cfg.optimizer.unet_lr}] if "lora_unet" in net.parts else []
     te_params = [p for k in net.parts if k.startswith("lora_te") for p in net.parameters(k)]
     if te_params:

@@ -3,7 +3,7 @@
     fam = families.get("sd1")
     ids = fam.tokenize(base, ["photo of zkx"])          # one tensor per text encoder
     hidden, pooled = fam.encode(base, ids, clip_skip=1)  # pooled only where the UNet takes it (SDXL)
-    added = fam.added_cond(pooled, 512, 512, batch=1, device="cpu", dtype=torch.float32)  # None or SDXL's ids
+    added = fam.added_cond(pooled, [square_sizes(512)], device="cpu", dtype=torch.float32)  # None or SDXL's ids
     fam.unet_key(unet, "down_blocks.1.attentions.0.proj_in")   # the kohya key A1111 and ComfyUI read
 
 The defaults are those of a Stable Diffusion model with one CLIP text encoder (SD 1.x, SD 2.x); a family that
@@ -28,6 +28,15 @@ TE_BLOCKS = ("CLIPAttention", "CLIPMLP", "CLIPSdpaAttention")
 ORIGINAL_UNET = "model.diffusion_model."
 ORIGINAL_VAE = "first_stage_model."
 CLIP, OPEN_CLIP = "clip", "open_clip"  # transformers' layout under a prefix / OpenCLIP's fused layout
+
+# one sample's size conditioning (SDXL's time ids): (original h, w), (crop top, left), (target h, w); per image
+# from lorakit.dataset.crop.micro_conditioning
+SizeIds = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+def square_sizes(side: int) -> SizeIds:
+    """The size ids of a ``side``² image trained uncropped at its own size."""
+    return (side, side), (0, 0), (side, side)
 
 
 @dataclass(frozen=True)
@@ -90,8 +99,8 @@ class Family:
         hidden = te(ids, output_hidden_states=True).hidden_states[-clip_skip]
         return te.text_model.final_layer_norm(hidden) if hasattr(te, "text_model") else te.final_layer_norm(hidden), None
 
-    def added_cond(self, pooled: torch.Tensor | None, height: int, width: int, batch: int, device, dtype) -> dict | None:
-        """Extra UNet inputs (``added_cond_kwargs``); none for a plain SD UNet."""
+    def added_cond(self, pooled: torch.Tensor | None, sizes: list[SizeIds], device, dtype) -> dict | None:
+        """Extra UNet inputs (``added_cond_kwargs``) for a batch with one ``SizeIds`` per sample; none for plain SD."""
         return None
 
     # ---- latents ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from lorakit.models.families.base import (
     CLIP_L,
     OPEN_CLIP,
     Family,
+    SizeIds,
     clip_config,
     original_unet_key,
     scheduler_config,
@@ -34,9 +35,9 @@ class SDXL(Family):
                 pooled = out.text_embeds
         return torch.cat(states, dim=-1), pooled
 
-    def added_cond(self, pooled: torch.Tensor | None, height: int, width: int, batch: int, device, dtype) -> dict | None:
-        """SDXL's micro-conditioning: original size, crop top-left, target size (no crop: 0, 0)."""
-        ids = torch.tensor([height, width, 0, 0, height, width], device=device, dtype=dtype).repeat(batch, 1)
+    def added_cond(self, pooled: torch.Tensor | None, sizes: list[SizeIds], device, dtype) -> dict | None:
+        """SDXL's micro-conditioning, a row per sample: original h, w, crop top, left, target h, w; (B, 6)."""
+        ids = torch.tensor([[*orig, *crop, *target] for orig, crop, target in sizes], device=device, dtype=dtype)
         return {"text_embeds": pooled.to(device=device, dtype=dtype), "time_ids": ids}
 
     def unet_key(self, unet, module_name: str) -> str:
