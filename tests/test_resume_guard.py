@@ -218,3 +218,18 @@ def test_a_flat_validation_folder_is_part_of_the_fingerprint(tiny_project):
     cfg.validation.enabled, cfg.validation.dir = True, "validation"
     names = set(run_fingerprint(project, cfg)["dataset"])
     assert {"validation/img00.png", "validation/img01.png"} <= names and len(names) == 6
+
+
+def test_notebook_03_offers_the_projects_loras_to_start_from(tiny_project, tmp_path):
+    from lorakit.ui.train import TrainForm
+
+    project, cfg = tiny_project
+    files = [project.output_dir / "zkx-000001.safetensors", project.output_dir / "zkx.safetensors"]
+    form = TrainForm(cfg, can_resume=True, loras=files)
+    assert [v for _, v in form.start_from.options] == ["", *map(str, files)]
+    assert form.value().network.init_from == "", "from zero unless a file is picked"
+    form.start_from.value = str(files[0])
+    assert form.value().network.init_from == str(files[0])
+    form.resume.value = True
+    with pytest.raises(ConfigError, match="not both"):
+        form.value()

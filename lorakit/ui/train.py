@@ -22,7 +22,7 @@ QUICK_FIELDS = [
 class TrainForm:
     """Widgets for the fields most often changed between runs (notebook 02 has them all) and 'resume'."""
 
-    def __init__(self, cfg: TrainConfig, can_resume: bool = False):
+    def __init__(self, cfg: TrainConfig, can_resume: bool = False, loras: list[Path] | tuple = ()):
         self.cfg = cfg
         self.inputs: dict[tuple[str, str], widgets.Widget] = {}
         style = {"description_width": "170px"}
@@ -32,12 +32,23 @@ class TrainForm:
             self.inputs[(section, name)] = cls(value=value, description=name, style=style)
         self.resume = widgets.Checkbox(value=False, description="resume the interrupted run",
                                        disabled=not can_resume, style=style)
-        self.widget = widgets.VBox([*self.inputs.values(), self.resume])
+        options = [("nothing (train from zero)", "")] + [(Path(p).name, str(p)) for p in loras]
+        if cfg.network.init_from and cfg.network.init_from not in [v for _, v in options]:
+            options.append((Path(cfg.network.init_from).name, cfg.network.init_from))
+        self.start_from = widgets.Dropdown(options=options, value=cfg.network.init_from or "",
+                                           description="start from (a new run)", style=style)
+        self.widget = widgets.VBox([*self.inputs.values(), self.resume, self.start_from])
 
     def value(self) -> TrainConfig:
         """The config with the form's values, validated."""
+        from lorakit.errors import ConfigError
+
         for (section, name), w in self.inputs.items():
             setattr(getattr(self.cfg, section), name, w.value)
+        if self.resume.value and self.start_from.value:
+            raise ConfigError("tick 'resume' (continue the interrupted run) or pick a file under 'start from' (a new "
+                              "run from that LoRA), not both.")
+        self.cfg.network.init_from = self.start_from.value
         return self.cfg.validate()
 
 

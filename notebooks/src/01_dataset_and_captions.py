@@ -169,9 +169,13 @@ ui.frequency_chart(tag_frequency(captions))
 #
 # A captioning model drafts captions for you to review: **BLIP** writes a sentence ("a man in a red jacket
 # standing on a beach"), a **tagger** lists booru-style tags above a probability threshold ("1boy, red jacket,
-# beach, outdoors"). Use BLIP for photos and taggers for anime-style art. Give a local model folder, or a hub
-# id with *allow download* ticked (docs/captioning.md names good ones). By default only images **without** a
-# caption are captioned; *all images* replaces existing captions after backing them up.
+# beach, outdoors"). Use BLIP for photos and taggers for anime-style art. **wd14** runs kohya's WD14 taggers
+# (a folder with `model.onnx` and `selected_tags.csv`, through onnxruntime: `pip install "lorakit[wd14]"`),
+# with separate thresholds for general and character tags. Give a local model folder, or a hub id with *allow
+# download* ticked (docs/captioning.md names good ones). A model that ships its own code needs *trust remote
+# code*: tick it only for a repository you trust, as it runs that code on this machine. By default only images
+# **without** a caption are captioned; *all images* replaces existing captions after backing them up. Captions
+# over 75 CLIP tokens are flagged by the check above: the text encoder never reads the rest.
 #
 # With no model the demo uses a tiny **random** model, made here offline: it shows the mechanics, and its
 # captions are gibberish, so they are only previewed, never written.

@@ -7,9 +7,12 @@
 # as `output/<name>-000001.safetensors`, … and the last one as `output/<name>.safetensors`: the files load
 # unchanged in AUTOMATIC1111, ComfyUI and diffusers.
 #
-# **Interrupting is safe**: stop the kernel (■) and the training state is saved; tick *resume* below and run
-# the training cell again to continue where it stopped. Rerunning with other settings in the same kernel
-# reuses the loaded model and the latent cache, so it starts at once.
+# **Interrupting is safe**: stop the kernel (■) and the training state is saved, with the weights so far as
+# `output/<name>-interrupted.safetensors` to try in notebook 04 at once; tick *resume* below and run the
+# training cell again to continue where it stopped. Resume continues the same run only: a changed rank, batch
+# size, dataset or base model is refused with what changed. To carry a LoRA into a **new** run (other images,
+# more epochs, a fresh schedule), pick it under *start from* instead (kohya's `network_weights`). Rerunning with
+# other settings in the same kernel reuses the loaded model and the latent cache, so it starts at once.
 
 # %% tags=["parameters"]
 PROJECT = "../demo-project"
@@ -39,7 +42,7 @@ snapshot = fetch_hub_model(cfg.model.base_model, download=DOWNLOAD, retry=NOTEBO
 # The settings people change most between runs. Every other setting is in notebook 02 (or `lorakit.toml`).
 
 # %%
-form = TrainForm(cfg, can_resume=(project.state_dir / STATE_FILE).is_file())
+form = TrainForm(cfg, can_resume=(project.state_dir / STATE_FILE).is_file(), loras=project.checkpoints())
 form.widget
 
 # %% [markdown]
