@@ -164,6 +164,16 @@ class NetworkConfig:
     train_unet: bool = _f(True, "Train an adapter on the UNet (almost always on; off = train the text encoder only).")
     init_from: str = _f("", "Start a new run from this LoRA file's weights (kohya's network_weights), relative to "
                             "the project; same type and rank. Unlike --resume: fresh optimizer and schedule.")
+    embedding_vectors: int = _f(0, "Pivotal tuning: learn the trigger word as a new token of this many vectors "
+                                   "beside the LoRA (1-4; 0 = off). Saved inside each LoRA file and as "
+                                   "output/embeddings/<trigger>.safetensors.")
+    embedding_trigger: str = _f("", "The word the new token replaces; empty = the dataset folder's token "
+                                    "(10_fr3dd!e -> fr3dd!e). Must not be a word the base model already has.")
+    embedding_init_word: str = _f("", "Start the new vectors from this word's embedding (e.g. 'man', 'dog'); "
+                                      "empty = from the trigger word as the model reads it.")
+    embedding_lr: float = _f(1e-3, "Learning rate of the new token's vectors (pivotal tuning).")
+    embedding_train_share: float = _f(1.0, "Share of the steps the new vectors train; after it they stay fixed "
+                                           "and the LoRA trains on around them (0.5 = the first half).")
 
     def __post_init__(self) -> None:
         _choice("network.type", self.type, NETWORK_TYPES)
@@ -175,6 +185,13 @@ class NetworkConfig:
         _non_negative("network.conv_alpha", self.conv_alpha)
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"network.dropout must be in [0, 1) (got {self.dropout}); 0.1 is a mild value.")
+        if not 0 <= self.embedding_vectors <= 16:
+            raise ConfigError(f"network.embedding_vectors must be 0 (off) to 16 (got {self.embedding_vectors}); "
+                              "1-4 is usual.")
+        _positive("network.embedding_lr", self.embedding_lr, "(1e-3 is a usual start)")
+        if not 0 < self.embedding_train_share <= 1:
+            raise ConfigError(f"network.embedding_train_share must be in (0, 1] (got {self.embedding_train_share}); "
+                              "1 trains the new token for the whole run, 0.5 for its first half.")
 
 
 @dataclass

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from lorakit.errors import GenerateError
+from lorakit.lora.embeddings import is_bundle_key, split_bundle
 from lorakit.lora.prompt_tags import LoraStrength, find_lora, parse_prompt
 from lorakit.models.loading import BaseModel, load_base
 from lorakit.models.samplers import make_scheduler
@@ -104,6 +105,8 @@ class Generator:
         self._adapters: dict[str, str] = self.base.extra.setdefault("adapters", {})
         # resolved path -> tensors of the LoHa/LoKr/DoRA files applied by weight patching (same order and limit)
         self._patch_files: dict[str, dict[str, torch.Tensor]] = self.base.extra.setdefault("patch_files", {})
+        # resolved path -> the embeddings bundled in that LoRA file (pivotal tuning: kohya's bundle_emb keys)
+        self._bundled: dict[str, dict] = self.base.extra.setdefault("bundled", {})
         self.loads = 0  # LoRA files read from disk by this Generator
 
     @property
@@ -133,7 +136,7 @@ class Generator:
         key = str(Path(path).resolve())
         state = self._patch_files.pop(key, None)
         if state is None:
-            state = load_file(key)
+            state, self._bundled[key] = split_bundle(load_file(key))
             try:
                 self.patcher.check(state, Path(key).name)
             except PatchError as e:
@@ -161,10 +164,18 @@ class Generator:
 
     def _load(self, path: str, name: str) -> None:
         """Load one LoRA file as adapter ``name``; a file made for another base model is refused with the reason."""
+        from lorakit.lora.file import lora_keys
+
         try:
             with _quiet_loading():
-                # folder + weight_name: diffusers before 0.40 refuses a bare file path offline
-                self.pipe.load_lora_weights(str(Path(path).parent), weight_name=Path(path).name, adapter_name=name)
+                if any(is_bundle_key(k) for k in lora_keys(path)):  # the LoRA without its bundled embeddings
+                    from safetensors.torch import load_file
+
+                    tensors, self._bundled[str(Path(path).resolve())] = split_bundle(load_file(path))
+                    self.pipe.load_lora_weights(tensors, adapter_name=name)
+                else:  # folder + weight_name: diffusers before 0.40 refuses a bare file path offline
+                    self.pipe.load_lora_weights(str(Path(path).parent), weight_name=Path(path).name,
+                                                adapter_name=name)
         except (RuntimeError, ValueError) as e:
             with contextlib.suppress(Exception), warnings.catch_warnings():  # leave no half-loaded adapter behind
                 warnings.simplefilter("ignore")
@@ -212,6 +223,7 @@ class Generator:
                 raise GenerateError(f"{', '.join(Path(p).name for p, _ in patched)}: {e}") from None
         active = [(self._adapter_for(p), w) for p, w in uses if (p, w) not in patched]
         self._evict(keep=max(self.max_adapters, len(active)))  # the ones just used are the most recent
+        self._apply_words([p for p, _ in uses])
         if not active:
             if self._adapters:
                 self.pipe.disable_lora()
@@ -222,6 +234,27 @@ class Generator:
                    {part: (w.unet if part == "unet" else w.te) for part, names in parts.items() if a in names}
                    for a, w in active]
         self.pipe.set_adapters([a for a, _ in active], adapter_weights=weights)
+
+    def _apply_words(self, paths: list) -> None:
+        """The embeddings bundled in the active LoRA files as new words (A1111 loads them with the LoRA); the
+        pipeline's own tokenizers when none is active."""
+        from lorakit.lora.embeddings import AddedWords, embedding_vectors
+
+        wanted = {name: emb for p in paths for name, emb in self._bundled.get(str(Path(p).resolve()), {}).items()}
+        key = tuple(sorted((name, id(emb)) for name, emb in wanted.items()))
+        if self.base.extra.get("words_key") == key:
+            return
+        current = self.base.extra.get("added_words")
+        if current is not None:
+            current.remove()
+        self.base.extra["words_key"] = key
+        if wanted:
+            n = len(self.base.text_encoders)
+            try:
+                AddedWords.attach(self.base, {name: embedding_vectors(emb, n) for name, emb in wanted.items()})
+            except ValueError as e:
+                self.base.extra["words_key"] = ()
+                raise GenerateError(f"the embedding bundled in {', '.join(map(str, paths))}: {e}") from None
 
     # ---- images --------------------------------------------------------------------------------------
     @torch.no_grad()

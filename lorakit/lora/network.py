@@ -244,7 +244,12 @@ def detach_all(base: BaseModel) -> None:
     """Remove every injected adapter layer, restoring the base model's own modules (no merging)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
+    words = base.extra.get("added_words")
+    if words is not None:  # new tokens (pivotal tuning, a previewed embedding): the model's own tokenizers back
+        words.remove()
     base.extra.get("adapters", {}).clear()  # a Generator reloads its LoRA files after this
+    base.extra.get("bundled", {}).clear()
+    base.extra.pop("words_key", None)
     base.extra.get("patch_files", {}).clear()
     patcher = base.extra.get("patcher")
     if patcher is not None:  # LoHa/LoKr/DoRA files a Generator added to the weights: take them off

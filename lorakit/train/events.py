@@ -27,6 +27,7 @@ class TrainResult:
     num_processes: int = 1
     moved_aside: list[Path] = field(default_factory=list)  # an earlier run's files, kept in output/previous/
     validation: list[dict] = field(default_factory=list)  # {"step", "epoch", "loss", "checkpoint"} (validation.py)
+    embedding: Path | None = None  # pivotal tuning's embedding file (output/embeddings/<trigger>.safetensors)
 
     @property
     def final(self) -> Path | None:

@@ -28,7 +28,7 @@ from lorakit.project import Project
 
 SETTINGS = (  # (section, field): what a resumed run must share with the saved one
     ("network", "type"), ("network", "rank"), ("network", "alpha"), ("network", "conv_rank"),
-    ("network", "conv_alpha"), ("network", "train_unet"),
+    ("network", "conv_alpha"), ("network", "train_unet"), ("network", "embedding_vectors"),
     ("training", "train_batch_size"), ("training", "seed"),
     ("data", "repeats"), ("data", "flip_aug"), ("data", "resolution"), ("data", "enable_bucket"),
     ("data", "min_bucket_reso"), ("data", "max_bucket_reso"), ("data", "bucket_reso_steps"),

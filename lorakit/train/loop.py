@@ -44,7 +44,7 @@ from lorakit.train.noise import (
     sample_timesteps,
     training_target,
 )
-from lorakit.train.outputs import drop_interrupted, interrupted_path, keep_previous_run, prune
+from lorakit.train.outputs import EMBEDDINGS_DIR, drop_interrupted, interrupted_path, keep_previous_run, prune
 from lorakit.train.prepare import OOM_ADVICE, Run, prepare
 from lorakit.train.sampling import draw_samples, save_strength_sheets
 from lorakit.train.trackers import TrackerLog, accelerator_args, group_names
@@ -105,7 +105,7 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
             raw = project.output_dir / lora_file.checkpoint_name(cfg.saving.output_name, index, step)
             for path, weights in checkpoint_variants(raw, run.ema, cfg.saving.save_weights):  # raw and/or -ema
                 with weights:
-                    tensors = run.net.kohya_state_dict(lora_file.SAVE_DTYPES[cfg.saving.save_precision])
+                    tensors = lora_tensors(run, cfg)
                     lora_file.save_lora(path, tensors, run.record.metadata(cfg, base, epoch, pos.step))
                     if path not in result.checkpoints:
                         result.checkpoints.append(path)
@@ -126,7 +126,7 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
             raw = interrupted_path(project.output_dir, cfg.saving.output_name)
             for path, weights in checkpoint_variants(raw, run.ema, cfg.saving.save_weights):  # as a checkpoint
                 with weights:
-                    tensors = run.net.kohya_state_dict(lora_file.SAVE_DTYPES[cfg.saving.save_precision])
+                    tensors = lora_tensors(run, cfg)
                     lora_file.save_lora(path, tensors, run.record.metadata(cfg, base, pos.epoch + 1, pos.step))
                 events.on_checkpoint(path)  # not in result.checkpoints: the state's list stays the numbered files
 
@@ -164,6 +164,8 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                     if not accelerator.sync_gradients:
                         continue
                     pos.step += 1
+                    if run.pivot is not None and run.pivot.training and pos.step >= pivot_steps(run):
+                        run.pivot.freeze()  # the pivot: the new words stay, the LoRA trains on around them
                     if run.ema is not None:  # the moving average of the weights, every ema_every_n_steps
                         run.ema.update(pos.step)
                     if pos.step == 1 or (resume and not result.time_to_first_step):
@@ -200,6 +202,10 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
                 if last:
                     break
             save_lora(None, pos.epoch + 1)
+            if main and run.pivot is not None:  # the new word on its own, for A1111's and ComfyUI's embeddings folder
+                result.embedding = run.pivot.save_embedding(
+                    project.output_dir / EMBEDDINGS_DIR / f"{run.pivot.trigger}.safetensors",
+                    lora_file.SAVE_DTYPES[cfg.saving.save_precision])
             save_state(pos.epoch + 1, 0)
             if main:  # a resumed run's final file supersedes the weights its interrupted part left
                 drop_interrupted(project.output_dir, cfg.saving.output_name)
@@ -220,7 +226,7 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
             accelerator.wait_for_everyone()
             trackers.end()
             result.weights_checksum = weights_checksum(run.net)
-            run.net.detach()  # the cached base model is clean for the next run in this kernel
+            run.net.detach()  # the cached base model is clean for the next run in this kernel (and its tokenizers)
             if t.gradient_checkpointing:
                 base.unet.disable_gradient_checkpointing()
     result.steps, result.epochs = pos.step, pos.epoch + 1
@@ -257,6 +263,9 @@ def batch_loss(run: Run, batch: list[Sample], pos: Position, b_index: int, devic
         for s in batch]
     stop_te = cfg.optimizer.stop_text_encoder_training
     te_on = run.net.has_text_encoder and not (stop_te and pos.step >= stop_te)
+    if run.pivot is not None:  # the trigger written as its new tokens; while they train, no cached embeddings
+        captions = [run.pivot.expand(c) for c in captions]
+        te_on = te_on or run.pivot.training
     hidden, pooled = encode_text(base, cfg, captions, te_on, embed_cache)
     # SDXL's size ids: each image's original size, where its bucket was cropped from, the bucket (SD1/2: None)
     sizes = [micro_conditioning(s.item, s.flip) for s in batch]
@@ -310,7 +319,25 @@ def restore(run: Run, state_file: Path, result: TrainResult) -> Position:
     result.losses = state.get("losses", [])
     result.validation = state.get("validation", [])
     restore_ema(run.ema, state, run.notes)
+    if run.pivot is not None and "pivot" in state:
+        run.pivot.load_state(state["pivot"])
+        if state["step"] >= pivot_steps(run):
+            run.pivot.freeze()
     return Position(state["step"], state["epoch"], state["batch_in_epoch"])
+
+
+def lora_tensors(run: Run, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The LoRA file's tensors, with pivotal tuning's new token bundled as kohya does."""
+    dtype = lora_file.SAVE_DTYPES[cfg.saving.save_precision]
+    tensors = run.net.kohya_state_dict(dtype)
+    if run.pivot is not None:
+        tensors.update(run.pivot.bundle(dtype))
+    return tensors
+
+
+def pivot_steps(run: Run) -> int:
+    """The optimizer steps the new token trains for (network.embedding_train_share of the run, at least one)."""
+    return max(1, math.ceil(run.cfg.network.embedding_train_share * run.total_steps))
 
 
 def snapshot(run: Run, pos: Position, result: TrainResult) -> dict:
@@ -319,7 +346,8 @@ def snapshot(run: Run, pos: Position, result: TrainResult) -> dict:
             "scheduler": run.lr_scheduler.state_dict(), "rng": resume_state.rng_state(run.noise_gen),
             "step": pos.step, "epoch": pos.epoch, "batch_in_epoch": pos.batch, "session_id": run.record.session_id,
             "checkpoints": [str(p) for p in result.checkpoints], "losses": result.losses,
-            "validation": result.validation, **({"ema": run.ema.state_dict()} if run.ema is not None else {})}
+            "validation": result.validation, **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
+            **({"pivot": run.pivot.state()} if run.pivot is not None else {})}
 
 
 def diverged_advice(cfg: TrainConfig, step: int, value: float) -> str:

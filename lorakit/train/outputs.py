@@ -18,6 +18,9 @@ from lorakit.train.events import TrainResult
 INTERRUPTED_SUFFIX = "-interrupted"  # not a number: Project.checkpoints lists it after the final file, last
 
 
+EMBEDDINGS_DIR = "embeddings"  # output/embeddings/<trigger>.safetensors (pivotal tuning)
+
+
 def keep_previous_run(project: Project, output_name: str) -> list[Path]:
     """A new run never overwrites an earlier one: its checkpoints and state move to output/previous/<stamp>/."""
     old: list[Path] = project.checkpoints(output_name)
@@ -26,6 +29,7 @@ def keep_previous_run(project: Project, output_name: str) -> list[Path]:
     state = sorted(project.state_dir.glob("*")) if project.state_dir.is_dir() else []
     old += [p for p in (*state, project.logs_dir / "loss.jsonl", project.validation_log) if p.is_file()]
     old += [p for p in project.samples_dir.glob("*") if p.is_dir()]
+    old += [d for d in (project.output_dir / EMBEDDINGS_DIR,) if d.is_dir()]  # pivotal tuning's embedding files
     stamp = time.strftime("%Y%m%d-%H%M%S")
     dest, n = project.output_dir / "previous" / stamp, 1
     while dest.exists():

@@ -35,6 +35,7 @@ from lorakit.models.loading import BaseModel, load_base
 from lorakit.project import Project
 from lorakit.train.ema import LoraEMA
 from lorakit.train.optimizers import build_optimizer, build_scheduler
+from lorakit.train.pivotal import Pivot
 from lorakit.train.steps import schedule
 from lorakit.train.threads import configure_threads
 from lorakit.train.validation import choose_images
@@ -94,6 +95,7 @@ class Run:
     threads: int = 0  # CPU threads chosen for this run (0: on a GPU, left alone)
     validation: list[ImageItem] = field(default_factory=list)  # never trained on (validation.py)
     ema: LoraEMA | None = None  # the EMA of the adapter weights (training.ema_decay; ema.py)
+    pivot: Pivot | None = None  # pivotal tuning's new tokens (network.embedding_vectors; pivotal.py)
 
     def batches(self, epoch: int) -> list[list[Sample]]:
         """This process's share of the epoch's batches (equal counts on every process, so all-reduces pair up)."""
@@ -173,10 +175,17 @@ def prepare(project: Project, cfg: TrainConfig, accelerator) -> Run:
     net = Network.attach(base, cfg)
     if cfg.network.init_from:  # a warm start (checked before any long work in train); a resume then loads its state
         notes.append(load_init_weights(net, project.resolve(cfg.network.init_from)))
+    pivot = None
+    if cfg.network.embedding_vectors:  # pivotal tuning: the trigger word as new tokens beside the LoRA
+        pivot = Pivot.attach(base, cfg, trigger=cfg.network.embedding_trigger or dataset_trigger(scan.train_items))
+        notes.append(f"pivotal tuning: {pivot.trigger!r} is learned as {len(pivot.names)} new token vector"
+                     f"{'s' if len(pivot.names) != 1 else ''} ({', '.join(pivot.names)})")
     groups = [{"params": net.parameters("lora_unet"), "lr": cfg.optimizer.unet_lr}] if "lora_unet" in net.parts else []
     te_params = [p for k in net.parts if k.startswith("lora_te") for p in net.parameters(k)]
     if te_params:
         groups.append({"params": te_params, "lr": cfg.optimizer.text_encoder_lr})
+    if pivot is not None:  # no weight decay: it would pull the new words towards zero
+        groups.append({"params": pivot.parameters(), "lr": cfg.network.embedding_lr, "weight_decay": 0.0})
     optimizer = build_optimizer(cfg, groups)
     lr_scheduler = build_scheduler(cfg, optimizer, total_steps)
     if t.gradient_checkpointing:
@@ -201,7 +210,7 @@ def prepare(project: Project, cfg: TrainConfig, accelerator) -> Run:
     return Run(cfg, base, items, cache, net, [p for g in groups for p in g["params"]], optimizer, lr_scheduler,
                torch.Generator("cpu").manual_seed(t.seed), batches_per_epoch, steps_per_epoch, total_steps, epochs,
                record, weight_dtype, rank, world, trained, notes, threads, validation=held_out,
-               ema=LoraEMA.from_config([p for g in groups for p in g["params"]], t))
+               ema=LoraEMA.from_config([p for g in groups for p in g["params"]], t), pivot=pivot)
 
 
 def configure_speed(base: BaseModel, cfg: TrainConfig) -> None:
@@ -212,6 +221,15 @@ def configure_speed(base: BaseModel, cfg: TrainConfig) -> None:
     if cfg.training.torch_compile and not getattr(base.unet, "_lorakit_compiled", False):
         base.unet.compile()
         base.unet._lorakit_compiled = True
+
+
+def dataset_trigger(items: list[ImageItem]) -> str:
+    """The token of the training folders (``10_blicket`` -> ``blicket``), for pivotal tuning's new word."""
+    tokens = sorted({it.folder.partition("_")[2].strip() for it in items if not it.is_reg} - {""})
+    if len(tokens) != 1:
+        raise DatasetError(f"pivotal tuning learns one trigger word, and the training folders name "
+                           f"{len(tokens)} ({', '.join(tokens) or 'none'}): set network.embedding_trigger.")
+    return tokens[0]
 
 
 def dataset_dirs(items: list[ImageItem]) -> dict:
