@@ -44,6 +44,15 @@ def test_the_new_word_trains_is_bundled_and_leaves_the_base_model_alone(tiny_pro
     assert not any(k.startswith("lora_te") for k in sd), "no text-encoder LoRA was asked for"
 
 
+def test_with_a_text_encoder_lora_the_word_is_its_own_parameter_group(tiny_project):
+    project, cfg = tiny_project
+    _pivotal(cfg)
+    cfg.optimizer.text_encoder_lr = 5e-4  # a text-encoder LoRA too: the new vectors live inside that encoder
+    result = train(project, cfg)
+    sd = load_file(result.final)
+    assert any(k.startswith("lora_te_") for k in sd) and "bundle_emb.zkx.string_to_param.*" in sd
+
+
 def test_sdxl_bundles_one_vector_set_per_text_encoder(tmp_path, tiny_sdxl, tiny_project):
     project, cfg = tiny_project
     cfg.model.base_model = str(tiny_sdxl)

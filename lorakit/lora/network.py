@@ -129,13 +129,19 @@ class Network:
         return any(k.startswith("lora_te") for k in self.parts)
 
     # ---- parameters ----------------------------------------------------------------------------------
+    def _adapter_params(self, model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+        """The adapter's own trainable tensors (not others trained inside the model, e.g. pivotal tuning's words)."""
+        for name, p in model.named_parameters():
+            if p.requires_grad and (f".{ADAPTER}" in name or ADAPTER in name.split(".")):
+                yield name, p
+
     def parameters(self, prefix: str) -> list[nn.Parameter]:
-        return [p for p in self.parts[prefix].parameters() if p.requires_grad]
+        return [p for _, p in self._adapter_params(self.parts[prefix])]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """All adapter tensors by (part, parameter name): for resume, not for sharing."""
         return {f"{prefix}:{name}": p.detach().clone() for prefix, model in self.parts.items()
-                for name, p in model.named_parameters() if p.requires_grad}
+                for name, p in self._adapter_params(model)}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for prefix, model in self.parts.items():
