@@ -33,7 +33,7 @@ from lorakit.demo.recipe import demo_config  # noqa: E402
 RUNS = ("lora", "embedding", "both")
 
 
-def config(kind: str, epochs: int, vectors: int, lr: float):
+def config(kind: str, epochs: int, vectors: int, lr: float, share: float = 1.0):
     cfg = demo_config()
     cfg.model.base_model = str(BASE_MODEL)
     cfg.training.max_train_epochs = epochs
@@ -41,6 +41,8 @@ def config(kind: str, epochs: int, vectors: int, lr: float):
     cfg.sampling.sample_every_n_epochs = 0
     if kind != "lora":
         cfg.network.embedding_vectors, cfg.network.embedding_lr = vectors, lr
+        cfg.network.embedding_train_share = share
+        cfg.network.embedding_replace_word = True  # the toy vocabulary has `blicket` as a spare, untrained word
     if kind == "embedding":
         cfg.optimizer.unet_lr, cfg.optimizer.text_encoder_lr = 1e-9, 0.0
     return cfg.validate()
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--vectors", type=int, default=2)
     parser.add_argument("--embedding-lr", type=float, default=5e-3)
+    parser.add_argument("--share", type=float, default=1.0, help="network.embedding_train_share")
     parser.add_argument("--n", type=int, default=16, help="trigger prompts scored per run")
     parser.add_argument("--runs", default=",".join(RUNS))
     parser.add_argument("--workdir", type=Path, default=None)
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     for kind in args.runs.split(","):
         project = prepare_project(workdir / kind)
         t0 = time.time()
-        result = train(project, config(kind, args.epochs, args.vectors, args.embedding_lr))
+        result = train(project, config(kind, args.epochs, args.vectors, args.embedding_lr, args.share))
         seconds = time.time() - t0
         cell = evaluate(gen, result.final, 1.0, spec, epoch=args.epochs)
         rows.append((kind, seconds, cell))

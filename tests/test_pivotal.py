@@ -123,3 +123,22 @@ def test_the_preview_reads_the_bundled_word(tiny_project):
     gen.apply([(result.final, 1.0)])
     gen.apply([])
     assert gen.pipe.tokenizer is own and type(base.text_encoders[0].get_input_embeddings()).__name__ == "Embedding"
+
+
+def test_a_word_the_vocabulary_has_is_replaced_only_when_asked():
+    from lorakit.config.schema import TrainConfig
+    from lorakit.train.pivotal import Pivot
+
+    base = load_base("")  # the demo's toy base: "blicket" is a whole word of its vocabulary ("blicket</w>")
+    cfg = TrainConfig()
+    cfg.network.embedding_vectors = 1
+    with pytest.raises(ConfigError, match="already a word of the base model's vocabulary"):
+        Pivot.attach(base, cfg, "blicket")
+    assert base.extra.get("added_words") is None, "nothing attached"
+    cfg.network.embedding_replace_word = True
+    pivot = Pivot.attach(base, cfg, "blicket")
+    try:
+        assert base.tokenizers[0].tokenize("a blicket") == ["a</w>", "blicket"], "the new token wins"
+    finally:
+        pivot.remove()
+    assert base.tokenizers[0].tokenize("a blicket") == ["a</w>", "blicket</w>"]

@@ -169,6 +169,8 @@ class NetworkConfig:
                                    "output/embeddings/<trigger>.safetensors.")
     embedding_trigger: str = _f("", "The word the new token replaces; empty = the dataset folder's token "
                                     "(10_fr3dd!e -> fr3dd!e). Must not be a word the base model already has.")
+    embedding_replace_word: bool = _f(False, "Allow a trigger the base model already has as a word: the new "
+                                             "token then replaces that word in every prompt.")
     embedding_init_word: str = _f("", "Start the new vectors from this word's embedding (e.g. 'man', 'dog'); "
                                       "empty = from the trigger word as the model reads it.")
     embedding_lr: float = _f(1e-3, "Learning rate of the new token's vectors (pivotal tuning).")

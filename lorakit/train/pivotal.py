@@ -59,13 +59,20 @@ class Pivot:
         names = token_names(trigger, n.embedding_vectors)
         starts = []
         for tok, te in zip(base.tokenizers, base.text_encoders, strict=True):
-            # a word CLIP already knows is stored as "word</w>", so "word" can still be added: like an A1111
-            # embedding of that name, it then stands for the learned vectors wherever it is written
-            clash = [w for w in names if w in tok.get_vocab() or w in tok.all_special_tokens]
+            vocab = tok.get_vocab()
+            clash = [w for w in names if w in vocab or w in tok.all_special_tokens]
             if clash:
                 raise ConfigError(f"network.embedding_trigger {trigger!r}: {clash[0]!r} is one of the tokenizer's "
                                   "own tokens, so a new token cannot be learned for it; pick another trigger "
                                   "word (e.g. 'zkx' or 'fr3dd!e').")
+            # CLIP stores a whole word as "word</w>": the new token would stand in for that word everywhere (as
+            # an A1111 embedding of that name does), so only when asked
+            known = [w for w in names if f"{w}</w>" in vocab]
+            if known and not n.embedding_replace_word:
+                raise ConfigError(f"network.embedding_trigger {trigger!r}: {known[0]!r} is already a word of the "
+                                  "base model's vocabulary, and a new token of that name would replace it in every "
+                                  "prompt; rename the trigger to a word the model splits into pieces (e.g. 'ohwx', "
+                                  "'fr3dd!e'), or set network.embedding_replace_word = true to replace it.")
             table = te.get_input_embeddings()
             start = _start_vector(tok, table, n.embedding_init_word or trigger)
             gen = torch.Generator().manual_seed(cfg.training.seed)

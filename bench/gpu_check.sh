@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The checks that need a CUDA GPU, as one run on a lent machine:
+#
+#     bash bench/gpu_check.sh [STEPS]        # default 20 training steps
+#
+# 1. installs what is missing beyond torch/transformers/accelerate/peft from wheels/ (bench/fetch_gpu_wheels.sh),
+#    offline; 2. runs the tests marked gpu; 3. trains the real-size SD 1.5 (random weights) at 512 px in bf16 and
+#    prints s/step and it/s, peak VRAM (torch.cuda.max_memory_allocated) beside lorakit's meta-device estimate, and
+#    MFU (FLOPs of one step counted by torch's FlopCounterMode, over step time and the GPU's dense bf16 peak).
+# Without CUDA it says so, runs the CPU-safe part (1 step at 128 px) and exits 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+STEPS=${1:-20}
+export HF_HUB_OFFLINE=1
+
+missing=$("$PY" - <<'PYEOF'
+import importlib.util
+
+wanted = {"diffusers": "diffusers", "imagehash": "imagehash", "scipy": "scipy", "tomli_w": "tomli-w",
+          "PIL": "pillow", "pytest": "pytest"}
+print(" ".join(pkg for module, pkg in wanted.items() if importlib.util.find_spec(module) is None))
+PYEOF
+)
+if [ -n "$missing" ]; then
+    if [ ! -d wheels ]; then
+        echo "missing: $missing; and there is no wheels/ folder (make it with bench/fetch_gpu_wheels.sh)" >&2
+        exit 1
+    fi
+    echo "installing from wheels/: $missing"
+    "$PY" -m pip install --quiet --no-index --find-links wheels/ $missing
+fi
+
+if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "NO CUDA: torch sees no GPU here, so no GPU tests and no GPU figures."
+    echo "CPU-safe part only: the real-size SD 1.5 bench, 1 step at 128 px."
+    "$PY" bench/real_size.py --family sd15 --steps 1 --resolution 128
+    exit 0
+fi
+
+"$PY" -c "import torch; print('device:', torch.cuda.get_device_name(), '| torch', torch.__version__, '| CUDA', torch.version.cuda)"
+echo "== tests marked gpu"
+set +e
+"$PY" -m pytest -q -p no:cacheprovider -m gpu $(grep -l "mark.gpu" tests/test_*.py)
+tests_rc=$?
+set -e
+echo "== real-size SD 1.5, 512 px, bf16, $STEPS steps"
+"$PY" bench/real_size.py --family sd15 --device cuda --resolution 512 --precision bf16 --steps "$STEPS"
+exit $tests_rc
