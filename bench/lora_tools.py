@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python bench/lora_tools.py              # demo + SD 1.5 (a 2 GB random SD 1.5 file, built once)
     python bench/lora_tools.py --skip-sd15                      # the demo only (seconds)
+    python bench/lora_tools.py --skip-sd15 --trained demo-project/output/blicket.safetensors   # + a trained LoRA
 
 The LoRAs are random LoCon/LoRA factors in the real modules' shapes (the demo: rank 16 on the modules its recipe
 trains; SD 1.5: rank 16 on the 264 modules kohya's LoRA adapts, UNet attention + text encoder). The SD 1.5
@@ -66,11 +67,13 @@ def run_tools(name: str, lora: Path, base: Path, tmp: Path, rank: int, config=No
 
 
 def resize_table(lora: Path, tmp: Path, ranks=(4, 8, 16, 32)) -> None:
-    from lorakit.lora.tools import resize_lora
+    from lorakit.lora.tools import inspect_lora, resize_lora
 
-    print(f"resize of {lora.name} ({lora.stat().st_size / 1e6:.1f} MB, rank 32): relative ‖ΔW‖ error and size")
+    top = max(inspect_lora(lora).ranks)
+    ranks = [r for r in ranks if r <= top]
+    print(f"resize of {lora.name} ({lora.stat().st_size / 1e6:.1f} MB, rank {top}): relative ‖ΔW‖ error and size")
     for r in ranks:
-        rep = resize_lora(lora, tmp / f"resize-{r}.safetensors", r)
+        rep = resize_lora(lora, tmp / f"resize-{lora.stem}-{r}.safetensors", r)
         print(f"  rank {r:>2}: error mean {rep.mean_error:6.2%}, max {rep.max_error:6.2%}, "
               f"{rep.new_bytes / 1e6:6.1f} MB")
 
@@ -78,6 +81,8 @@ def resize_table(lora: Path, tmp: Path, ranks=(4, 8, 16, 32)) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-sd15", action="store_true")
+    parser.add_argument("--trained", type=Path, action="append", default=[],
+                        help="also the resize table of this trained LoRA (e.g. demo-project/output/blicket.safetensors)")
     parser.add_argument("--dir", type=Path, default=Path.home() / ".cache" / "lorakit" / "bench")
     args = parser.parse_args(argv)
     from lorakit.lora.tools.checkpoint import CheckpointLayout
@@ -93,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         keys = [k for k in layout.trained | layout.conv_trained if min(layout.targets[k].shape[:2]) >= 16]
         demo_lora = random_lora(tmp / "demo-lora.safetensors", layout.targets, keys, 16)
         run_tools("demo", demo_lora, demo_file, tmp, 16, config=DEMO_MODEL_DIR, conv=True)
+        for trained in args.trained:
+            resize_table(trained, tmp, ranks=(1, 2, 4, 8, 16))
         if args.skip_sd15:
             return
         from doctor_memory import original_shapes, write_random_checkpoint

@@ -375,3 +375,42 @@ def test_notebook_form_resizes_the_chosen_lora_into_a_free_name(locon, tmp_path)
     again = resize_lora(src, free_path(tmp_path / "lora-tools", "locon-r2.safetensors"), **form.values())
     assert (first.output.name, again.output.name) == ("locon-r2.safetensors", "locon-r2-1.safetensors")
     assert {m.new_rank for m in again.modules} <= {1, 2} and set(file_deltas(again.output)) == set(deltas)
+
+
+# ---- bundled words (pivotal tuning) ---------------------------------------------------------------------------
+def _with_word(src, out, word, vectors):
+    sd = load_file(str(src))
+    sd[f"bundle_emb.{word}.string_to_param.*"] = vectors
+    save_file(sd, str(out), metadata={"ss_network_module": "networks.lora"})
+    return out
+
+
+def test_bundled_words_survive_resize_and_merge_and_are_named_for_a_checkpoint(sd1, locon, single_files, tmp_path):
+    src, _ = locon
+    width = sd1.pipe.text_encoder.get_input_embeddings().embedding_dim
+    vec = torch.randn(2, width)
+    a = _with_word(src, tmp_path / "a.safetensors", "zkx", vec)
+    assert inspect_lora(a).bundled_words == ["zkx"] and "bundled words (textual inversion): zkx" in inspect_lora(a).format()
+
+    report = resize_lora(a, tmp_path / "a2.safetensors", 2)
+    sd = load_file(str(tmp_path / "a2.safetensors"))
+    assert torch.equal(sd["bundle_emb.zkx.string_to_param.*"], vec.to(sd["bundle_emb.zkx.string_to_param.*"].dtype))
+    assert "zkx carried over unchanged" in report.format()
+
+    b = _with_word(src, tmp_path / "b.safetensors", "qwy", torch.randn(1, width))
+    report = merge_loras([(a, 0.5), (b, 0.7)], tmp_path / "ab.safetensors")
+    sd = load_file(str(tmp_path / "ab.safetensors"))
+    assert torch.equal(sd["bundle_emb.zkx.string_to_param.*"], vec), "a merge weight does not scale a word"
+    assert "bundle_emb.qwy.string_to_param.*" in sd and "zkx, qwy" not in report.notes[0]
+    assert "qwy, zkx carried over" in report.notes[0]
+
+    clash = _with_word(src, tmp_path / "c.safetensors", "zkx", vec + 1)
+    with pytest.raises(LoraToolError, match="both bundle the word 'zkx'"):
+        merge_loras([(a, 1.0), (clash, 1.0)], tmp_path / "never.safetensors")
+    assert not (tmp_path / "never.safetensors").exists()
+    merge_loras([(a, 1.0), (a, 0.5)], tmp_path / "aa.safetensors")  # the same vectors twice: carried once
+
+    base_file, folder = single_files["sd1"]
+    report = merge_into_checkpoint([(a, 1.0)], base_file, tmp_path / "m.safetensors", config=folder)
+    assert any("zkx not in the checkpoint" in n for n in report.notes)
+    assert not any(k.startswith("bundle_emb") for k in load_file(str(tmp_path / "m.safetensors")))

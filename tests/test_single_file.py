@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from types import SimpleNamespace
 
@@ -80,13 +81,56 @@ def test_pickled_checkpoint_needs_allow_pickle(folders, tmp_path):
     _same_weights(ref, loaded)
 
 
-def test_not_a_checkpoint_is_refused_with_a_reason(tmp_path):
+TE1 = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
+CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
+WRONG_BASES = {  # a file a user might give as base model: its tensors (name -> shape), and the words naming it
+    "lora": ({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 8),
+              "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": (8, 4)}, "a LoRA"),
+    "lycoris": ({"lycoris_down_0.hada_w1_a": (8, 2), "lycoris_down_0.hada_w1_b": (2, 8)}, "a LoRA"),
+    "embedding": ({"emb_params": (2, 768)}, "textual-inversion embedding"),
+    "vae": ({"encoder.down.0.block.0.conv1.weight": (8, 8, 3, 3), "decoder.up.0.block.0.conv1.weight": (8, 8, 3, 3)},
+            "a VAE"),
+    "diffusers unet": ({"conv_in.weight": (8, 4, 3, 3), "down_blocks.0.resnets.0.conv1.weight": (8, 8, 3, 3)},
+                       "UNet in diffusers layout"),
+    "inpainting": ({CONV_IN: (8, 9, 3, 3), TE1: (49408, 8), "first_stage_model.decoder.conv_in.weight": (8, 4, 3, 3)},
+                   "inpainting model (its UNet takes 9 input channels"),
+    "refiner": ({CONV_IN: (8, 4, 3, 3), "conditioner.embedders.0.model.token_embedding.weight": (49408, 8)},
+                "SDXL refiner"),
+    "unet only": ({CONV_IN: (8, 4, 3, 3)}, "UNet-only file"),
+    "sd3": ({"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": (24, 8),
+             "text_encoders.clip_l.transformer.text_model.embeddings.token_embedding.weight": (49408, 8)},
+            "Stable Diffusion 3"),
+    "flux": ({"double_blocks.0.img_attn.qkv.weight": (24, 8)}, "Flux"),
+    "unknown": ({CONV_IN: (8, 4, 3, 3), "cond_stage_model.weird_encoder.weight": (8, 8)}, "unknown architecture"),
+    "nothing known": ({"some.weight": (2, 2)}, "no Stable Diffusion UNet"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_BASES))
+def test_a_file_that_is_not_a_base_model_is_named_with_what_it_is(case, tmp_path, capsys):
+    """Training's loader, `lorakit doctor` and the LoRA tools each refuse it in one sentence naming the file and
+    what it holds; nothing is written beside it."""
     from safetensors.torch import save_file
 
-    path = tmp_path / "my_lora.safetensors"
-    save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 2)}, str(path))
-    with pytest.raises(ModelError, match="no Stable Diffusion UNet"):
+    from lorakit.cli.main import main
+    from lorakit.errors import LoraToolError
+    from lorakit.lora.tools.checkpoint import CheckpointLayout
+    from lorakit.models.inspection import inspect_base_model
+
+    tensors, words = WRONG_BASES[case]
+    path = tmp_path / "my_model.safetensors"
+    save_file({k: torch.zeros(shape) for k, shape in tensors.items()}, str(path))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ModelError, match=re.escape(words)) as err:
         load_base(str(path))
+    assert str(err.value).startswith("my_model.safetensors: ") and "give" in str(err.value).lower()
+    report = inspect_base_model(path)
+    assert any(words in p and "my_model.safetensors" in p for p in report.problems)
+    with pytest.raises(LoraToolError, match=re.escape(words)):
+        CheckpointLayout.of(path)
+    assert main(["doctor", "--base-model", str(path)]) != 0
+    assert words in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_without_a_config_nothing_is_downloaded(folders, tmp_path, monkeypatch):

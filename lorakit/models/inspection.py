@@ -84,7 +84,7 @@ def inspect_single_file(path: Path, config: str | Path | None = None) -> ModelRe
     try:
         header, metadata = read_header(path)
         shapes = {k: tuple(v["shape"]) for k, v in header.items()}
-        layout = detect_checkpoint_family(set(shapes))
+        layout = detect_checkpoint_family(shapes)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             report.family = resolve_family(path, layout, "auto")

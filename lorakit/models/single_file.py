@@ -89,18 +89,61 @@ def checkpoint_keys(path: Path) -> set[str]:
     return set(checkpoint_shapes(path))
 
 
-def detect_checkpoint_family(keys: set[str]) -> str:
+def what_file_is(shapes: dict[str, tuple[int, ...]] | set[str]) -> str | None:
+    """What a .safetensors file that is not a full SD1/SD2/SDXL checkpoint holds, in a few words (None when it is
+    one, or looks like one): read from its tensor names (and, with shapes, the UNet's input channels)."""
+    keys = set(shapes)
+
+    def some(*prefixes: str) -> bool:
+        return any(k.startswith(prefixes) for k in keys)
+
+    if some("lora_unet_", "lora_te", "lycoris_") or any(
+            p in k for k in keys for p in (".lora_down.", ".lora_A.", ".hada_w1_", ".lokr_w1", "lora.down.")):
+        return "a LoRA (network weights, not a base model)"
+    if keys and keys <= {"emb_params", "clip_l", "clip_g", "string_to_param.*", "string_to_token", "string_to_param",
+                         "name", "step"} or some("string_to_param", "bundle_emb."):
+        return "a textual-inversion embedding"
+    if some(UNET + "joint_blocks", "joint_blocks.", "text_encoders."):
+        return "a Stable Diffusion 3 model (lorakit trains SD 1.x, SD 2.x and SDXL)"
+    if some(UNET + "double_blocks", "double_blocks.", "single_transformer_blocks.", "transformer_blocks.0.attn.to_q"):
+        return "a Flux / DiT transformer model (lorakit trains SD 1.x, SD 2.x and SDXL)"
+    if not some(UNET):
+        if some("encoder.down", "decoder.up", "first_stage_model.", "quant_conv", "post_quant_conv"):
+            return "a VAE (it goes beside a checkpoint, as model.vae or A1111's VAE setting)"
+        if some("conv_in.", "down_blocks.", "up_blocks.", "mid_block."):
+            return "a UNet in diffusers layout, without text encoder or VAE (give its whole diffusers folder)"
+        if some("text_model.", "cond_stage_model.", "conditioner."):
+            return "a text encoder only"
+        return None
+    conv_in = shapes.get(UNET + "input_blocks.0.0.weight") if isinstance(shapes, dict) else None
+    if conv_in is not None and len(conv_in) == 4 and conv_in[1] != 4:
+        kind = {9: "an inpainting model", 8: "an InstructPix2Pix model"}.get(conv_in[1], "a UNet for other inputs")
+        return f"{kind} (its UNet takes {conv_in[1]} input channels, not 4)"
+    if some("conditioner.embedders.0.model.") and not some("conditioner.embedders.1."):
+        return "an SDXL refiner (it has only the second, OpenCLIP text encoder)"
+    if not some("cond_stage_model.", "conditioner."):
+        return "a UNet without its text encoder (a UNet-only file)"
+    return None
+
+
+def detect_checkpoint_family(shapes: dict[str, tuple[int, ...]] | set[str]) -> str:
     """The weights' layout ('sd1', 'sd2', 'sdxl') from which text encoder(s) the checkpoint carries; ModelError if
-    it is not SD. sd2 and sd2-v share a layout: the file does not say which one it is."""
+    it is not a full SD checkpoint, saying what the file is. sd2 and sd2-v share a layout: the file does not say
+    which one it is. ``shapes`` (tensor name -> shape) also lets it recognise an inpainting UNet."""
     from lorakit.errors import ModelError
 
+    kind = what_file_is(shapes)
+    if kind is not None:
+        raise ModelError(f"this file is {kind}, not a base model: give a full SD 1.x, SD 2.x or SDXL checkpoint "
+                         "(the .safetensors file A1111 lists under Stable Diffusion checkpoints).")
+    keys = set(shapes)
     if not any(k.startswith(UNET) for k in keys):
-        raise ModelError("this file has no Stable Diffusion UNet (model.diffusion_model.*): is it a LoRA, a VAE "
-                         "or another kind of model? Give a full SD1/SD2/SDXL checkpoint.")
+        raise ModelError("this file has no Stable Diffusion UNet (model.diffusion_model.*), so it is no base model "
+                         "lorakit knows: give a full SD 1.x, SD 2.x or SDXL checkpoint.")
     found = families.detect_from_keys(keys)
     if not found:
-        raise ModelError("this checkpoint has a UNet but no text encoder lorakit knows (SDXL refiner, inpainting "
-                         "or a UNet-only file?). Give a full SD1/SD2/SDXL checkpoint.")
+        raise ModelError("this checkpoint has a UNet but no text encoder lorakit knows (an unknown architecture?). "
+                         "Give a full SD 1.x, SD 2.x or SDXL checkpoint, or its diffusers folder.")
     return found[0].layout
 
 
@@ -142,7 +185,11 @@ def load_single_file(path: Path, family: str = "auto", dtype=None, config: str |
 
     path = Path(path)
     shapes = checkpoint_shapes(path)
-    fam = resolve_family(path, detect_checkpoint_family(set(shapes)), family)
+    try:
+        layout = detect_checkpoint_family(shapes)
+    except ModelError as e:
+        raise ModelError(f"{path.name}: {e}") from None
+    fam = resolve_family(path, layout, family)
     folder = Path(config) if config else write_config_folder(fam)
     if not (folder / "model_index.json").is_file():
         raise ModelError(f"single-file config {folder} is not a diffusers folder (no model_index.json).")

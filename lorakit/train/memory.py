@@ -140,11 +140,11 @@ def _base_architecture(base_model: str, family: str, single_file_config: str) ->
         if path.is_dir():
             return _folder_architecture(path, m.family)
         if path.suffix == ".safetensors" and path.is_file():
-            from lorakit.models.single_file import checkpoint_keys, detect_checkpoint_family, resolve_family
+            from lorakit.models.single_file import checkpoint_shapes, detect_checkpoint_family, resolve_family
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                name = resolve_family(path, detect_checkpoint_family(checkpoint_keys(path)), m.family)
+                name = resolve_family(path, detect_checkpoint_family(checkpoint_shapes(path)), m.family)
             if m.single_file_config:
                 return _folder_architecture(Path(m.single_file_config).expanduser(), name)
             return _arch(name, families.get(name).architecture_configs())

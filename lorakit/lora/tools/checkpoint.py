@@ -73,7 +73,7 @@ class CheckpointLayout:
             raise LoraToolError(f"{printable(path.name)}: give a .safetensors checkpoint (convert a .ckpt first).")
         shapes = checkpoint_shapes(path)
         try:
-            layout = detect_checkpoint_family(set(shapes))
+            layout = detect_checkpoint_family(shapes)
         except ModelError as e:
             raise LoraToolError(f"{printable(path.name)}: {e}") from None
         with warnings.catch_warnings():  # sd2 vs sd2-v does not matter for the weights' names

@@ -17,6 +17,7 @@ import torch
 
 from lorakit.errors import LoraToolError
 from lorakit.files import create_new, printable
+from lorakit.lora.embeddings import BUNDLE, bundled_embeddings
 from lorakit.lora.file import SAVE_DTYPES, open_lora
 from lorakit.models import families
 
@@ -113,6 +114,12 @@ class LoraData:
     path: Path
     modules: dict[str, LoraModule]
     metadata: dict[str, str] = field(default_factory=dict)
+    bundle: dict[str, torch.Tensor] = field(default_factory=dict)  # kohya's bundle_emb.* keys, as in the file
+
+    @property
+    def bundled_words(self) -> list[str]:
+        """The textual-inversion words bundled in the file (pivotal tuning), sorted."""
+        return sorted(bundled_embeddings(self.bundle))
 
     @property
     def name(self) -> str:
@@ -152,10 +159,11 @@ def read_lora(path: str | Path) -> LoraData:
             groups.setdefault(group, {})[suffix] = f.get_tensor(k)
         metadata = dict(f.metadata() or {})
     modules = {g: LoraModule(g, t) for g, t in groups.items() if g.startswith(("lora_unet_", "lora_te"))}
+    bundle = {f"{BUNDLE}.{suffix}": t for suffix, t in groups.get(BUNDLE, {}).items()}
     if not modules or all(m.kind == "unknown" for m in modules.values()):
         raise LoraToolError(f"{printable(path.name)} has no kohya LoRA keys (lora_unet_… / lora_te_…): is it a "
                             "checkpoint, an embedding or a diffusers-format LoRA?")
-    return LoraData(path, modules, metadata)
+    return LoraData(path, modules, metadata, bundle)
 
 
 def lora_families(data: LoraData) -> set[str]:
@@ -202,6 +210,7 @@ class ToolReport:
     old_bytes: int = 0
     new_bytes: int = 0
     what: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def max_error(self) -> float:
@@ -223,7 +232,32 @@ class ToolReport:
             f"{self.new_bytes / 1e6:.1f} MB"
         lines.append(f"{self.what}: {printable(self.output.name)} written, {len(rows)} modules, relative error mean "
                      f"{self.mean_error:.2%}, max {self.max_error:.2%}; {size}")
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def carried_bundle(items: list[tuple[LoraData, float]]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The bundled words of the inputs, to be written unchanged into the output, and a note naming them: a word
+    is a token's vectors, not a weight change, so a merge weight or a resize does not apply to it. The same word
+    with other vectors in two files cannot be carried: one file could hold only one of them."""
+    out: dict[str, torch.Tensor] = {}
+    owner: dict[str, str] = {}
+    for data, _ in items:
+        for word in bundled_embeddings(data.bundle):
+            keys = {k: v for k, v in data.bundle.items() if k.startswith(f"{BUNDLE}.{word}.")}
+            if word in owner:
+                same = all(k in out and out[k].shape == v.shape and torch.equal(out[k], v) for k, v in keys.items())
+                if not same:
+                    raise LoraToolError(f"{owner[word]} and {data.name} both bundle the word {word!r} with other "
+                                        "vectors: one file can carry only one of them. Merge files that do not "
+                                        "share a bundled word, or keep them apart.")
+                continue
+            owner[word] = data.name
+            out |= keys
+    words = sorted(owner)
+    notes = [f"bundled word{'s' if len(words) > 1 else ''} {', '.join(words)} carried over unchanged (a word's "
+             "vectors are not scaled by a weight or a rank)"] if words else []
+    return out, notes
 
 
 # ---- SVD and rank choice -------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class LoraReport:
     recipe: dict[str, str] = field(default_factory=dict)
     top_tags: list[tuple[str, int]] = field(default_factory=list)
     size_bytes: int = 0
+    bundled_words: list[str] = field(default_factory=list)  # pivotal tuning: kohya's bundle_emb.<word>.*
 
     @property
     def ranks(self) -> dict[int, int]:
@@ -82,6 +83,8 @@ class LoraReport:
         lines = [f"{printable(self.path.name)}: {self.network} for {self.family}, {len(self.modules)} modules, "
                  f"{self.size_bytes / 1e6:.1f} MB",
                  f"  rank: {ranks}", f"  alpha: {alphas}"]
+        if self.bundled_words:
+            lines.append("  bundled words (textual inversion): " + ", ".join(self.bundled_words))
         if self.recipe:
             lines.append("recipe:")
             lines += [f"  {k.removeprefix('ss_')}: {v}" for k, v in self.recipe.items()]
@@ -97,7 +100,7 @@ class LoraReport:
         blocks, table = self.block_norms()
         d = {"file": str(self.path), "network": self.network, "family": self.family, "size_bytes": self.size_bytes,
              "ranks": self.ranks, "alphas": self.alphas, "recipe": self.recipe, "top_tags": self.top_tags,
-             "blocks": {b: table[b] for b in blocks}, "modules": [asdict(m) for m in self.modules]}
+             "bundled_words": self.bundled_words, "blocks": {b: table[b] for b in blocks}, "modules": [asdict(m) for m in self.modules]}
         return json.dumps(d, indent=2, default=str, allow_nan=True)
 
     def heatmap(self, path: str | Path | None = None):
@@ -222,4 +225,5 @@ def inspect_lora(path: str | Path) -> LoraReport:
                                   part_of(key)))
     recipe = {k: data.metadata[k] for k in RECIPE_KEYS if data.metadata.get(k) not in (None, "", "None")}
     return LoraReport(Path(path), _network(data), family_label(lora_families(data)), modules, recipe,
-                      _top_tags(data.metadata.get("ss_tag_frequency", "")), Path(path).stat().st_size)
+                      _top_tags(data.metadata.get("ss_tag_frequency", "")), Path(path).stat().st_size,
+                      data.bundled_words)

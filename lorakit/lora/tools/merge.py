@@ -26,6 +26,7 @@ from lorakit.lora.tools.common import (
     LoraData,
     ModuleChange,
     ToolReport,
+    carried_bundle,
     check_output,
     derived_metadata,
     family_label,
@@ -108,6 +109,8 @@ def merge_loras(loras: Sequence[tuple[str | Path, float]], out: str | Path, *, r
         dims.add(k)
         alphas.add(float(k))
         report.modules.append(ModuleChange(key, total, k, err))
+    bundle, report.notes = carried_bundle(items)
+    tensors |= bundle
     names = " + ".join(f"{d.name} × {w:g}" for d, w in items)
     comment = f"merged by lorakit: {names}" + ("" if rank is None else f", SVD to rank {rank}")
     meta = derived_metadata(items[0][0].metadata, out, comment, dims, alphas)
@@ -165,6 +168,11 @@ def merge_into_checkpoint(loras: Sequence[tuple[str | Path, float]], base: str |
             elif dtype is not None and t.is_floating_point():
                 t = t.to(dtype)
             tensors[name] = t.contiguous()
+    words = sorted({w for data, _ in items for w in data.bundled_words})
+    if words:
+        report.notes.append(f"bundled word{'s' if len(words) > 1 else ''} {', '.join(words)} not in the checkpoint (a "
+                            "checkpoint holds no embeddings): put output/embeddings/<word>.safetensors in your "
+                            "embeddings folder beside it")
     metadata["lorakit_merged_loras"] = json.dumps([[d.name, w] for d, w in items], ensure_ascii=False)
     write_new(out, tensors, metadata)
     report.old_bytes, report.new_bytes = Path(base).stat().st_size, out.stat().st_size

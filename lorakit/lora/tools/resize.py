@@ -16,6 +16,7 @@ from lorakit.errors import LoraToolError
 from lorakit.lora.tools.common import (
     ModuleChange,
     ToolReport,
+    carried_bundle,
     check_method,
     check_output,
     choose_rank,
@@ -60,6 +61,8 @@ def resize_lora(src: str | Path, out: str | Path, rank: int, *, method: str = "f
         dims.add(k)
         alphas.add(alpha)
         report.modules.append(ModuleChange(key, m.rank, k, relative_error(s, k)))
+    bundle, report.notes = carried_bundle([(data, 1.0)])
+    tensors |= bundle
     comment = f"resized by lorakit from {data.name} ({method}, rank {rank}{'' if param is None else f', {param}'})"
     write_new(out, tensors, derived_metadata(data.metadata, out, comment, dims, alphas))
     report.old_bytes, report.new_bytes = Path(src).stat().st_size, out.stat().st_size
