@@ -180,7 +180,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def bench_rank(project_dir: Path, clip_steps: int, n_prompts: int, seeds: int, strengths: list[float],
-               clip_dir: str = "") -> None:
+               clip_dir: str = "", calibrate: bool = True) -> None:
     from lorakit.demo.judging import toy_scorer
     from lorakit.evaluate.generate import Generator
     from lorakit.evaluate.grid import render_cells
@@ -190,12 +190,17 @@ def bench_rank(project_dir: Path, clip_steps: int, n_prompts: int, seeds: int, s
     assert ckpts, f"no checkpoints in {project.output_dir}: run `lorakit demo {project_dir}` first"
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        clip = Path(clip_dir) if clip_dir else train_toy_clip(Path(tmp) / "toy-clip", steps=clip_steps)
-        print(f"toy CLIP {'from ' + clip_dir if clip_dir else 'trained'} in {time.perf_counter() - t0:.0f} s")
+        have = bool(clip_dir) and (Path(clip_dir) / "config.json").is_file()
+        clip = Path(clip_dir) if have else train_toy_clip(Path(clip_dir or Path(tmp) / "toy-clip"), steps=clip_steps)
+        print(f"toy CLIP {'from ' + clip_dir if have else 'trained'} in {time.perf_counter() - t0:.0f} s")
         enc = load_encoders(ScoringModels(clip=str(clip)))
         prompts = [e.prompt(tw.TRIGGER) for e in tw.concept_eval_set(n_prompts, seed=11)]
         edits = [e for p in prompts for e in adaptability_prompts([p], [tw.TRIGGER], ("colour", "background"))]
-        scorer = EmbeddingScorer(enc, judge.training_images(project), edits)
+        training, reg = judge.training_images(project), judge.regularization_images(project)
+        scorers = {"likeness vs the regularization images": EmbeddingScorer(enc, training, edits, others=reg),
+                   "likeness as a similarity ratio (no other images)": EmbeddingScorer(enc, training, edits)}
+        if not calibrate or not reg:
+            scorers.pop("likeness vs the regularization images")
         toy = toy_scorer(project)
         cells = [Cell(p, "", s, 4.0, 25, "Euler a", str(c), st) for c in ckpts for st in strengths
                  for p in [*prompts, *(e.prompt for e in edits)] for s in range(1, seeds + 1)]
@@ -204,21 +209,30 @@ def bench_rank(project_dir: Path, clip_steps: int, n_prompts: int, seeds: int, s
         rendered = render_cells(gen, cells, batch_size=32, progress=True)
         print(f"{rendered.generated} images in {time.perf_counter() - t0:.0f} s")
         pairs = [(c, rendered.images[c.image_key()]) for c in cells]
-        generic, reference = judge.score_pairs(pairs, scorer), judge.score_pairs(pairs, toy)
+        reference = judge.score_pairs(pairs, toy)
+        order = [p.stem for p in ckpts]
+        print("toy pick:", judge.suggestion(reference, judge.pick_best(reference, order)))
+        for title, scorer in scorers.items():
+            t0 = time.perf_counter()
+            generic = judge.score_pairs(pairs, scorer)
+            print(f"\n== {title} ({len(reg)} regularization images; scored in {time.perf_counter() - t0:.1f} s)")
+            report_agreement(generic, reference, strengths, order)
+
+
+def report_agreement(generic, reference, strengths, order) -> None:
     print(f"{'checkpoint':<16} strength   toy L   toy A   gen L   gen A  copies")
     for g, r in zip(generic, reference, strict=True):
         print(f"{g.checkpoint:<16} {g.strength:8g}  {r.likeness:6.2f}  {r.adaptability:6.2f}  {g.likeness:6.2f}  "
-              f"{g.adaptability:6.2f}  {', '.join(g.copies) or '-'}")
-    order = [p.stem for p in ckpts]
+              f"{g.adaptability:6.2f}  {len(g.copies)}")
     for name, f in (("likeness", lambda c: c.likeness), ("adaptability", lambda c: c.adaptability),
                     ("pick score", lambda c: c.score)):
-        print(f"spearman {name}: {spearman([f(c) for c in reference], [f(c) for c in generic]):.3f}")
+        print(f"spearman {name} over all {len(reference)} cells: "
+              f"{spearman([f(c) for c in reference], [f(c) for c in generic]):.3f}")
     for st in strengths:
         toy_l = [c.likeness for c in reference if c.strength == st]
         gen_l = [c.likeness for c in generic if c.strength == st]
         print(f"spearman likeness over checkpoints at strength {st:g}: {spearman(toy_l, gen_l):.3f}")
-    print("toy pick:", judge.suggestion(reference, judge.pick_best(reference, order)))
-    print("generic pick:", judge.suggestion(generic, judge.pick_best(generic, order)))
+    print("generic pick:", judge.suggestion(generic, judge.pick_best(generic, order)).split("; epoch")[0])
 
 
 def main() -> None:
@@ -226,7 +240,8 @@ def main() -> None:
     p.add_argument("what", choices=["speed", "draws", "rank"])
     p.add_argument("--project", default="demo-project")
     p.add_argument("--clip-steps", type=int, default=1000)
-    p.add_argument("--clip", default="", help="a toy CLIP folder trained before (else one is trained)")
+    p.add_argument("--clip", default="", help="a toy CLIP folder: used if it holds one, else one is trained into it")
+    p.add_argument("--no-floor", action="store_true", help="likeness without the regularization images' floor")
     p.add_argument("--prompts", type=int, default=6)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--strengths", default="1,0.5")
@@ -237,7 +252,7 @@ def main() -> None:
         bench_draws()
     else:
         bench_rank(Path(a.project), a.clip_steps, a.prompts, a.seeds, [float(s) for s in a.strengths.split(",")],
-                   a.clip)
+                   a.clip, calibrate=not a.no_floor)
 
 
 if __name__ == "__main__":
