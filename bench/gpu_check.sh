@@ -6,8 +6,12 @@
 # 1. installs what is missing beyond torch/transformers/accelerate/peft from wheels/ (bench/fetch_gpu_wheels.sh),
 #    offline; 2. runs the tests marked gpu; 3. trains the real-size SD 1.5 (random weights) at 512 px in bf16 and
 #    prints s/step and it/s, peak VRAM (torch.cuda.max_memory_allocated) beside lorakit's meta-device estimate, and
-#    MFU (FLOPs of one step counted by torch's FlopCounterMode, over step time and the GPU's dense bf16 peak).
-# Without CUDA it says so, runs the CPU-safe part (1 step at 128 px) and exits 0.
+#    MFU (FLOPs of one step counted by torch's FlopCounterMode, over step time and the GPU's dense bf16 peak);
+# 4. prints the speed table (bench/gpu_speed.py): SD 1.5 at 512 (batch 1 and 4) and SDXL at 1024 (batch 1), each
+#    speed setting against a bf16 baseline: it/s, peak VRAM, MFU, compile time. GPU_SPEED_ARGS replaces its
+#    options (default "--skip sdxl:4"; GPU_SPEED_ARGS="" adds SDXL at batch 4, "--json FILE" keeps the rows).
+# Without CUDA it says so, runs the CPU-safe part (1 step at 128 px, the speed table's dry run on tiny models)
+# and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -35,6 +39,8 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
     echo "NO CUDA: torch sees no GPU here, so no GPU tests and no GPU figures."
     echo "CPU-safe part only: the real-size SD 1.5 bench, 1 step at 128 px."
     "$PY" bench/real_size.py --family sd15 --steps 1 --resolution 128
+    echo "CPU dry run of the speed table (tiny models; no GPU figures)."
+    "$PY" bench/gpu_speed.py --device cpu
     exit 0
 fi
 
@@ -46,4 +52,11 @@ tests_rc=$?
 set -e
 echo "== real-size SD 1.5, 512 px, bf16, $STEPS steps"
 "$PY" bench/real_size.py --family sd15 --device cuda --resolution 512 --precision bf16 --steps "$STEPS"
-exit $tests_rc
+echo "== speed table: SD 1.5 at 512, SDXL at 1024, one setting changed per row"
+set +e
+# shellcheck disable=SC2086  # the options are words
+"$PY" bench/gpu_speed.py --device cuda ${GPU_SPEED_ARGS---skip sdxl:4}
+speed_rc=$?
+set -e
+[ "$tests_rc" -ne 0 ] && exit "$tests_rc"
+exit $speed_rc
