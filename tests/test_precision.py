@@ -168,3 +168,22 @@ def test_torch_compile_trains_the_same_lora_on_cuda(sd1, tmp_path):
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
     for key in files[0]:
         torch.testing.assert_close(files[0][key], files[1][key], rtol=1e-3, atol=1e-5)
+
+
+def test_a_second_run_in_the_same_process_may_change_the_precision(sd1, tmp_path):
+    """accelerate keeps the first Accelerator's mixed precision for the process and refuses another: a notebook's
+    second run (after a change of precision, here simulated by a bf16 Accelerator) would stop. train() starts anew,
+    and leaves the distributed state alone."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=False)  # what earlier tests left
+    Accelerator(mixed_precision="bf16", cpu=True)
+    with pytest.raises(ValueError, match="already been initialized"):  # what a second run met before
+        Accelerator(mixed_precision="no", cpu=True)
+    partial = PartialState()._shared_state.copy()
+    project, cfg = _project(tmp_path, sd1, steps=2)
+    result = train(project, cfg)
+    assert result.final.is_file()
+    assert AcceleratorState().mixed_precision == "no"
+    assert PartialState()._shared_state.keys() == partial.keys()

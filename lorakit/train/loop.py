@@ -66,10 +66,15 @@ def train(project: Project, cfg: TrainConfig, *, callbacks: list[Callback] | tup
           stop_after_steps: int = 0) -> TrainResult:
     """Train and write checkpoints to ``project.output_dir``. ``stop_after_steps`` simulates an interruption."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     t_start = time.perf_counter()
     cfg.validate()
     events = Callbacks(callbacks)
+    # accelerate keeps the first run's mixed precision for the whole process and refuses another one: a notebook
+    # that trains again after a change of precision would stop with "restart your runtime". Each run starts anew.
+    # The distributed setup (PartialState, what `accelerate launch` made) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
         mixed_precision=cfg.training.mixed_precision if torch.cuda.is_available() else "no",
         gradient_accumulation_steps=cfg.optimizer.gradient_accumulation_steps,
