@@ -104,38 +104,6 @@ def test_copy_check_likeness_and_adaptability_follow_their_definitions(encoders,
     assert edited["adaptability"] == follows and edited["attribute"] == "colour"
 
 
-def test_with_images_without_the_concept_likeness_is_which_set_an_image_is_nearer(encoders, project, tmp_path):
-    """With regularization images, an image's likeness is 1 when its top-k similarity to the training images beats
-    its top-k similarity to them, else 0; a training image itself scores 1, a regularization image 0."""
-    paths = judge.training_images(project)
-    flat = tmp_path / "reg"
-    flat.mkdir()
-    for i, grey in enumerate((40, 128, 220)):
-        Image.fromarray(np.full((64, 64, 3), grey, np.uint8)).save(flat / f"{i}.png")
-    others = sorted(flat.glob("*.png"))
-    plain = EmbeddingScorer(encoders, paths, top_k=2)
-    contrast = EmbeddingScorer(encoders, paths, top_k=2, others=others)
-    images = [Image.open(p).convert("RGB") for p in [paths[0], others[1]]]
-    got = contrast.score_images([cell(seed=1), cell(seed=2)], images)
-    assert [g["likeness"] for g in got] == [1.0, 0.0]
-    noise = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    emb = encoders.images([noise])
-    near_train = float((emb @ contrast.reference.T).topk(2).values.mean())
-    near_other = float((emb @ contrast.other_reference.T).topk(2).values.mean())
-    assert contrast(cell(seed=3), noise)["likeness"] == float(near_train > near_other)
-    assert plain(cell(seed=3), noise)["likeness"] == pytest.approx(min(1.0, near_train / plain.self_similarity),
-                                                                   abs=1e-3)
-
-
-def test_the_projects_regularization_images_are_found_for_scoring(tmp_path):
-    project = Project.create(tmp_path / "p")
-    write_images(project.dataset_dir / "2_zkx", 2, caption="photo of zkx")
-    write_images(project.dataset_dir / "reg" / "1_thing", 3, caption="photo of thing", seed=5)
-    assert len(judge.training_images(project)) == 2
-    reg = judge.regularization_images(project)
-    assert len(reg) == 3 and all("reg" in p.parts for p in reg)
-
-
 def test_adaptability_prompts_change_one_attribute_from_the_users_captions(project):
     edits = {e.attribute: e for e in adaptability_prompts(project)}
     assert list(edits) == ["colour", "clothing", "background", "style", "medium"]
@@ -217,3 +185,27 @@ def test_unscorable_prompts_draw_nothing_and_edits_draw_only_their_cells(project
     assert result.best is not None and (np.asarray(result.grids[0]) == HIGHLIGHT).all(axis=-1).any(), "framed"
     more = judge.scoring_cells(spec, project, scorer, edits, extra_seeds=2)
     assert len(more) == len({c.image_key() for c in more}) == len(distinct) * 3 * 3, "each extra seed: one more set"
+
+
+def test_a_cnn_image_model_gives_flat_normalised_embeddings(tmp_path, encoders, project):
+    """A ResNet / ConvNeXt pools to (n, c, 1, 1): likeness embeddings are (n, c) and unit length all the same."""
+    import torch
+    from transformers import ResNetConfig, ResNetModel
+
+    try:
+        from transformers import BitImageProcessorPil as ImageProcessor
+    except ImportError:
+        from transformers import BitImageProcessor as ImageProcessor
+    folder = tmp_path / "resnet"
+    torch.manual_seed(0)
+    ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+                ).save_pretrained(folder)
+    ImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    clip = tmp_path / "clip"
+    build_tiny_clip(clip, WORDS)
+    enc = load_encoders(ScoringModels(clip=str(clip), image=str(folder)))
+    images = [Image.open(p).convert("RGB") for p in judge.training_images(project)]
+    emb = enc.images(images)
+    assert emb.shape == (4, 16) and torch_allclose(emb.norm(dim=-1), 1.0, atol=1e-5)
+    scorer = EmbeddingScorer(enc, judge.training_images(project), top_k=2)
+    assert scorer(cell(), images[0])["nearest"] == judge.training_images(project)[0].name

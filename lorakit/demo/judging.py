@@ -11,7 +11,7 @@ from PIL import Image
 from lorakit.demo import toyworld as tw
 from lorakit.demo.scorer import score_image
 from lorakit.evaluate.grid_spec import Cell
-from lorakit.evaluate.judge import Scorer, regularization_images, training_images, trigger_words
+from lorakit.evaluate.judge import Scorer, training_images, trigger_words
 from lorakit.evaluate.scoring import Edit, EmbeddingScorer, ScoringModels, load_encoders
 from lorakit.project import Project
 
@@ -86,4 +86,4 @@ def project_scorer(project: Project, clip: str = "", image: str = "", edits: Seq
     if not clip:
         return toy_scorer(project)
     encoders = load_encoders(ScoringModels(clip=clip, image=image, allow_download=download))
-    return EmbeddingScorer(encoders, training_images(project), edits, others=regularization_images(project))
+    return EmbeddingScorer(encoders, training_images(project), edits)

@@ -125,12 +125,6 @@ def training_images(project: Project) -> list[Path]:
     return [item.path for item in scan_dataset(project.dataset_dir).train_items]
 
 
-def regularization_images(project: Project) -> list[Path]:
-    """The project's regularization images (dataset/reg/: the class without the concept); [] without any."""
-    folder = project.reg_dir
-    return [item.path for item in scan_dataset(folder, is_reg=True).items] if folder.is_dir() else []
-
-
 def nearest_training_images(image: Image.Image, project: Project | Sequence[Path], k: int = 3) -> list[Match]:
     """The k training images closest to ``image`` by their downscaled pixels, nearest first."""
     paths = training_images(project) if isinstance(project, Project) else list(project)

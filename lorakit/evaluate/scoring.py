@@ -4,18 +4,15 @@
     enc = load_encoders(ScoringModels(clip="openai/clip-vit-base-patch32", image="facebook/dinov2-small",
                                       allow_download=True))     # once; afterwards from the local cache
     edits = adaptability_prompts(project)                       # "red hair" tests made from your captions
-    scorer = EmbeddingScorer(enc, training_images(project), edits, others=regularization_images(project))
+    scorer = EmbeddingScorer(enc, training_images(project), edits)
     scorer(cell, image)    # {"likeness": 0.83, "adaptability": 1.0 | None, "nearest": "014.png", ...}
 
 Definitions (the numbers the suggestion quotes):
-- **likeness**: s = the mean cosine similarity of an image's embedding (DINOv2, or CLIP's image tower when no
-  image model is given) to its ``top_k`` most similar training images. With images that are not the concept (the
-  project's regularization images: the class without it), likeness is 1 when the image is nearer the training
-  images than those (s > the same measure over them), else 0, so a checkpoint × strength scores the share of its
-  images that look more like the concept than like the class. Without such images it is s divided by the same
-  measure of the training images among themselves (each left out of its own set), clipped to 0..1: 1.0 = as close
-  to the training images as they are to each other (this saturates when every picture looks alike to the encoder:
-  one style, one kind of scene; add regularization images then).
+- **likeness** = the mean cosine similarity of an image's embedding (DINOv2, or CLIP's image tower when no image
+  model is given) to its ``top_k`` most similar training images, divided by the same measure of the training
+  images among themselves (each left out of its own set), clipped to 0..1: 1.0 = as close to the training images
+  as they are to each other. It is only as good as the image model's sense of the subject: an encoder that sees
+  colours rather than objects (a tiny CLIP's image tower in the toy world) reads every picture as alike.
 - **adaptability** of an image drawn from an edited prompt (one attribute changed: colour, clothing, background,
   style, medium) = 1 when CLIP finds the image closer to the edited prompt than to the caption it was made from,
   else 0; averaged over a checkpoint × strength it is the fraction of edits the LoRA followed. Images of other
@@ -102,7 +99,7 @@ class Encoders:
             model = _from_pretrained(AutoModel, "image model", settings.image, settings.allow_download, example)
             if "pixel_values" not in inspect.signature(model.forward).parameters:
                 raise ModelError(f"{settings.image!r} is a {type(model).__name__}, which takes no images: the image "
-                                 f"model must be an image encoder (Dinov2Model, CLIPVisionModel), e.g. {example}.")
+                                 f"model must be an image encoder (Dinov2Model, CLIPVisionModel, ResNetModel), e.g. {example}.")
             self.image_model = model.to(self.device).eval()
             self.image_processor = _from_pretrained(AutoImageProcessor, "image processor", settings.image,
                                                     settings.allow_download, example)
@@ -129,15 +126,16 @@ class Encoders:
         return self._batched(texts, run)
 
     def images(self, images: Sequence[Image.Image]):
-        """Likeness embeddings: the image model's pooled output (DINOv2: its class token), else CLIP's."""
+        """Likeness embeddings: the image model's pooled output (DINOv2: its class token; a CNN: its pooled
+        features), else CLIP's."""
         if self.image_model is None:
             return self.clip_images(images)
 
         def run(batch):
             px = self.image_processor(images=[im.convert("RGB") for im in batch], return_tensors="pt")["pixel_values"]
             out = self.image_model(pixel_values=px.to(self.device))
-            pooled = getattr(out, "pooler_output", None)
-            return pooled if pooled is not None else out.last_hidden_state[:, 0]
+            pooled = getattr(out, "pooler_output", None)  # a CNN's (ResNet, ConvNeXt) is (n, c, 1, 1): flattened
+            return pooled.flatten(1) if pooled is not None else out.last_hidden_state[:, 0]
         return self._batched(images, run)
 
 
@@ -288,7 +286,7 @@ class EmbeddingScorer:
     """A ``Scorer`` for any prompt: likeness for every image, adaptability for the images of ``edits``' prompts."""
 
     def __init__(self, encoders: Encoders, training: Sequence[Path], edits: Sequence[Edit] = (), top_k: int = TOP_K,
-                 copy_threshold: float = COPY_THRESHOLD, others: Sequence[Path] = ()) -> None:
+                 copy_threshold: float = COPY_THRESHOLD) -> None:
         if not training:
             raise DatasetError("No training images to compare with: scoring needs the project's dataset "
                                "(dataset/<repeats>_<token>/ with images).")
@@ -299,8 +297,6 @@ class EmbeddingScorer:
         self.texts: dict[str, Any] = {}
         self.seen: dict[tuple, dict[str, Any]] = {}
         self.self_similarity = self._self_similarity()
-        self.others = [Path(p) for p in others]
-        self.other_reference = encoders.images(load_training(self.others)) if self.others else None
 
     def _top_k(self, sims) -> Any:
         k = max(1, min(self.top_k, sims.shape[-1]))
@@ -315,13 +311,6 @@ class EmbeddingScorer:
         sims = self.reference @ self.reference.T
         sims.fill_diagonal_(-torch.inf)
         return float(self._top_k(sims).mean().clamp(min=1e-6))
-
-    def likeness(self, sims, other_sims=None):
-        """Per image: nearer the training images than the others (1/0), or s / s_train clipped (no others)."""
-        near = self._top_k(sims)
-        if other_sims is None:
-            return (near / self.self_similarity).clamp(0.0, 1.0)
-        return (near > self._top_k(other_sims)).float()
 
     def can_score(self, prompt: str) -> bool:
         """Every prompt: likeness needs no particular prompt."""
@@ -338,7 +327,7 @@ class EmbeddingScorer:
         if todo:
             emb = self.encoders.images([im for _, im in todo])
             sims = emb @ self.reference.T
-            likeness = self.likeness(sims, None if self.other_reference is None else emb @ self.other_reference.T)
+            likeness = (self._top_k(sims) / self.self_similarity).clamp(0.0, 1.0)
             best, nearest = sims.max(dim=-1)
             edited = [(i, c) for i, (c, _) in enumerate(todo) if c.prompt in self.edits]
             agree = {}
