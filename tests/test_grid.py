@@ -9,11 +9,11 @@ import pytest
 from lora_fakes import write_kohya_lora
 from PIL import Image
 
-from lorakit.errors import GridError
+from lorakit.errors import GenerateError, GridError
 from lorakit.evaluate import handoff
 from lorakit.evaluate.generate import Generator
-from lorakit.evaluate.grid import make_grid, render_cells
-from lorakit.evaluate.grid_spec import build_spec, parse_axis, plan
+from lorakit.evaluate.grid import make_grid, mixed_groups, render_cells
+from lorakit.evaluate.grid_spec import Cell, build_spec, parse_axis, plan
 from lorakit.evaluate.judge import lora_effect, nearest_training_images, side_by_side, trigger_words, verdict
 from lorakit.models.loading import load_base
 from lorakit.pictures import HIGHLIGHT
@@ -112,7 +112,10 @@ def test_same_settings_same_pixels(project, gen):
     a, b = Image.open(one.paths[0]), Image.open(two.paths[0])
     assert np.array_equal(np.asarray(a), np.asarray(b))
     single = gen.generate("zkx, thing", seed=1, loras=[(project.checkpoints()[2], 0.5)], **FAST)
-    assert np.array_equal(np.asarray(single), np.asarray(one.cell_images[0][0][1])), "a cell is reproducible alone"
+    # a cell drawn alone: the same picture; a batch of several rounds a few values differently on CPU (as A1111's
+    # batch size does), so within one level of 255 on a handful of pixels
+    diff = np.abs(np.asarray(single, float) - np.asarray(one.cell_images[0][0][1], float))
+    assert diff.max() <= 1 and diff.mean() < 1e-3, "a cell is reproducible alone"
 
 
 def test_cells_that_share_settings_are_batched(project, gen):
@@ -288,3 +291,56 @@ def test_prompt_sr_over_lora_tags_as_in_a1111(project, gen):
     assert loras == {("zkx-000001.safetensors", 0.8), ("zkx.safetensors", 0.8)}
     texts = {n["inputs"]["text"] for n in graph.values() if n["class_type"] == "CLIPTextEncode"}
     assert "zkx, thing" in texts and not any("<lora:" in t for t in texts)
+
+
+class CountingMixed(Counting):
+    """Counting, for a generator that mixes LoRA files and strengths in one batch."""
+
+    def can_mix(self, path) -> bool:
+        return self.gen.can_mix(path)
+
+    def generate_mixed(self, prompts, **kwargs):
+        self.images += len(prompts)
+        self.calls += 1
+        return self.gen.generate_mixed(prompts, **kwargs)
+
+
+def test_checkpoints_and_strengths_share_a_batch_with_the_same_pixels(project, gen, tmp_path):
+    """A checkpoints × strengths grid is drawn in few pipeline calls (each file at one strength per call, the base
+    model anywhere), and every cell is the picture it is alone, within rounding; a LyCORIS file (weight patching)
+    and a <lora:> tag keep their own batches."""
+    from test_patching import _write
+
+    spec = build_spec(project, "checkpoint=zkx-000001,zkx-000002,zkx", "strength=0,0.5,1", **FAST)
+    cells = [c for z in plan(spec, project) for row in z for c in row]
+    mixed = CountingMixed(gen)
+    rendered = render_cells(mixed, cells, batch_size=8)
+    assert rendered.generated == len({c.image_key() for c in cells}) == 7, "strength 0: one picture for all"
+    assert mixed.calls == rendered.batches == 2, "base + 3 files at 0.5, then 3 files at 1 (7 calls one by one)"
+    for c in cells:
+        alone = gen.generate(c.prompt, seed=c.seed, loras=[(c.checkpoint, c.strength)] if c.strength else [],
+                             **FAST)
+        diff = np.abs(np.asarray(alone, float) - np.asarray(rendered.images[c.image_key()], float))
+        assert diff.max() <= 2 and diff.mean() < 0.05, (c.checkpoint, c.strength)
+
+    loha = tmp_path / "loha.safetensors"
+    _write(gen.base, "loha", loha)
+    halves = [c for c in cells if c.strength == 0.5][:2]
+    odd = [*halves, Cell("zkx, thing", "", 1, 4.0, 2, "Euler", str(loha), 1.0),
+           Cell("zkx, thing <lora:zkx:0.5>", "", 1, 4.0, 2, "Euler", None, 0.0)]
+    batches, rest = mixed_groups(odd, 8, gen.can_mix)
+    assert [len(b) for b in batches] == [2] and [c.checkpoint for c in rest] == [str(loha), None]
+    out = render_cells(CountingMixed(gen), odd, batch_size=8, lora_dirs=[project.output_dir])
+    assert out.generated == 4 and out.batches == 3
+
+
+def test_a_mixed_batch_refuses_what_it_cannot_mix(project, gen):
+    ck = project.checkpoints()
+    with pytest.raises(GenerateError, match="two strengths"):
+        gen.generate_mixed(["a", "b"], seeds=[1, 2], loras=[(ck[0], 1.0), (ck[0], 0.5)], **FAST)
+    with pytest.raises(GenerateError, match="tags"):
+        gen.generate_mixed(["a <lora:zkx:1>"], seeds=[1], loras=[None], **FAST)
+    with pytest.raises(GenerateError, match="one seed and one LoRA"):
+        gen.generate_mixed(["a", "b"], seeds=[1], loras=[None, None], **FAST)
+    base = gen.generate_mixed(["zkx, thing"], seeds=[3], loras=[None], **FAST)[0]
+    assert np.array_equal(np.asarray(base), np.asarray(gen.generate("zkx, thing", seed=3, **FAST)))

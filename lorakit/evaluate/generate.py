@@ -283,5 +283,72 @@ class Generator:
         )
         return list(out.images)
 
+    def can_mix(self, path: str | Path) -> bool:
+        """Whether images with this LoRA file can share a batch with images of other files (``generate_mixed``):
+        a plain LoRA / LoCon file loaded as a peft adapter, without bundled words. Loads it if needed."""
+        if self._is_patch_file(path):
+            return False
+        self._adapter_for(path)
+        return str(Path(path).resolve()) not in self._bundled
+
+    @torch.no_grad()
+    def generate_mixed(self, prompts: Sequence[str], *, seeds: Sequence[int],
+                       loras: Sequence[tuple[str | Path, float | LoraStrength] | None], negative_prompt: str = "",
+                       steps: int = 20, cfg: float = 7.0, width: int | None = None, height: int | None = None,
+                       sampler: str = "Euler a") -> list[Image.Image]:
+        """One image per (prompt, seed, LoRA) in one pipeline call: each image with its own LoRA file and strength
+        (None = the base model), through peft's mixed-batch adapters. The images equal those of ``generate_batch``
+        one LoRA at a time. A file may appear at one strength per call; files must pass ``can_mix``; prompts carry
+        no <lora:...> tags."""
+        from peft.tuners.lora import LoraLayer
+
+        if not (len(prompts) == len(seeds) == len(loras)):
+            raise GenerateError("generate_mixed needs one seed and one LoRA (or None) per prompt.")
+        if any(parse_prompt(p)[1] for p in prompts):
+            raise GenerateError("prompts with <lora:...> tags cannot be mixed in one batch: use generate_batch.")
+        uses: dict[str, LoraStrength] = {}
+        for item in loras:
+            if item is None or not _as_strength(item[1]):
+                continue
+            path, w = str(Path(item[0]).resolve()), _as_strength(item[1])
+            if uses.setdefault(path, w) != w:
+                raise GenerateError(f"{Path(path).name} at two strengths in one mixed batch: draw them apart.")
+            if w.dyn or not self.can_mix(path):
+                raise GenerateError(f"{Path(path).name} cannot share a batch (a patched or bundled file, or dyn).")
+        self.apply([])  # no patched weights, no bundled words, the pipeline's own tokenizers
+        names = {p: self._adapter_for(p) for p in uses}
+        self._evict(keep=max(self.max_adapters, len(names)))
+        rows = ["__base__" if item is None or not _as_strength(item[1]) else names[str(Path(item[0]).resolve())]
+                for item in loras]
+        if names:
+            self.pipe.enable_lora()
+            parts = self.pipe.get_list_adapters() if any(w.te != w.unet for w in uses.values()) else {}
+            weights = [w.unet if w.te == w.unet else
+                       {part: (w.unet if part == "unet" else w.te) for part, ns in parts.items() if names[p] in ns}
+                       for p, w in uses.items()]
+            self.pipe.set_adapters(list(names.values()), adapter_weights=weights)
+
+        def per_row(module, args, kwargs):  # each LoRA layer: which adapter each row of its input uses
+            n = len(args[0]) if args else len(next(iter(kwargs.values())))
+            if n % len(rows):
+                raise GenerateError(f"a mixed batch of {len(rows)} images met a layer input of {n} rows.")
+            kwargs["adapter_names"] = rows * (n // len(rows))  # classifier-free guidance: [negative, positive]
+            return args, kwargs
+
+        models = [self.pipe.unet, *self.base.text_encoders]
+        hooks = [m.register_forward_pre_hook(per_row, with_kwargs=True)
+                 for model in models for m in model.modules() if isinstance(m, LoraLayer)] if names else []
+        try:
+            self.pipe.scheduler = make_scheduler(self.pipe.scheduler.config, sampler)
+            out = self.pipe(
+                prompt=list(prompts),
+                negative_prompt=[negative_prompt] * len(prompts) if negative_prompt or cfg > 1 else None,
+                num_inference_steps=steps, guidance_scale=cfg, width=width, height=height,
+                generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds], output_type="pil")
+        finally:
+            for h in hooks:
+                h.remove()
+        return list(out.images)
+
     def generate(self, prompt: str, *, seed: int = 0, **kwargs) -> Image.Image:
         return self.generate_batch([prompt], seeds=[seed], **kwargs)[0]

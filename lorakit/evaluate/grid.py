@@ -25,6 +25,7 @@ from lorakit.evaluate import handoff
 from lorakit.evaluate.generate import Generator
 from lorakit.evaluate.grid_spec import Cell, GridSpec, headers, plan
 from lorakit.files import atomic_path, atomic_write_text
+from lorakit.lora.prompt_tags import parse_prompt
 from lorakit.pictures import draw_grid
 from lorakit.project import Project
 
@@ -105,26 +106,66 @@ def batch_groups(cells: list[Cell], batch_size: int = 8) -> list[list[Cell]]:
     return out
 
 
+def mixed_groups(cells: list[Cell], batch_size: int, can_mix) -> tuple[list[list[Cell]], list[Cell]]:
+    """(batches of cells drawn together although their LoRA files or strengths differ, the cells that cannot be).
+
+    A batch shares the sampling settings; each LoRA file appears in it at one strength; strength-0 (base) cells fit
+    anywhere. Cells with <lora:...> tags in the prompt, or with a file ``can_mix`` refuses (patched LyCORIS / DoRA,
+    bundled words), are left for ``batch_groups``."""
+    by_settings: dict[tuple, dict[tuple, Cell]] = {}
+    rest: list[Cell] = []
+    for c in cells:
+        plain = not parse_prompt(c.prompt)[1] and (not c.checkpoint or not c.strength or can_mix(c.checkpoint))
+        if not plain:
+            rest.append(c)
+            continue
+        key = (c.negative_prompt, c.cfg, c.steps, c.sampler, c.width, c.height)
+        by_settings.setdefault(key, {}).setdefault(c.image_key(), c)
+    batches = []
+    for group in by_settings.values():
+        pending = sorted(group.values(), key=lambda c: (c.strength, str(c.checkpoint or ""), c.prompt, c.seed))
+        while pending:
+            batch, strength_of, left = [], {}, []
+            for c in pending:
+                file = c.checkpoint if c.checkpoint and c.strength else None
+                if len(batch) < batch_size and (file is None or strength_of.setdefault(file, c.strength) == c.strength):
+                    batch.append(c)
+                else:
+                    left.append(c)
+            batches.append(batch)
+            pending = left
+    return batches, rest
+
+
 def render_cells(gen: Generator, cells: list[Cell], batch_size: int = 8, progress: bool = False,
                  cache: dict[tuple, Image.Image] | None = None, lora_dirs: list[Path] | None = None) -> Rendered:
-    """Generate each distinct image once, batching cells that share LoRA and sampling settings.
+    """Generate each distinct image once, in batches of cells that share the sampling settings.
 
-    Images already in ``cache`` (image_key -> image, e.g. an earlier GridResult.rendered) are not drawn again;
-    new ones are added to it. ``<lora:name:w>`` tags in prompts are looked up in ``lora_dirs``.
+    With a generator that mixes adapters in a batch (``Generator.generate_mixed``), cells of different checkpoints
+    and strengths share a batch; otherwise (and for cells with <lora:...> tags or patched files) a batch shares
+    its LoRA too. Images already in ``cache`` (image_key -> image, e.g. an earlier GridResult.rendered) are not
+    drawn again; new ones are added to it. ``<lora:name:w>`` tags in prompts are looked up in ``lora_dirs``.
     """
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     images = cache if cache is not None else {}
-    batches = batch_groups([c for c in cells if c.image_key() not in images], batch_size)
+    todo = [c for c in cells if c.image_key() not in images]
+    mixed, todo = mixed_groups(todo, batch_size, gen.can_mix) if hasattr(gen, "generate_mixed") else ([], todo)
+    batches = [(True, b) for b in mixed] + [(False, b) for b in batch_groups(todo, batch_size)]
     out = Rendered(images, batches=len(batches))
-    for group in tqdm(batches, desc="grid", unit="batch", disable=not progress):
+    for is_mixed, group in tqdm(batches, desc="grid", unit="batch", disable=not progress):
         first = group[0]
-        lora = [(first.checkpoint, first.strength)] if first.checkpoint and first.strength else []
-        images = gen.generate_batch([c.prompt for c in group], seeds=[c.seed for c in group], loras=lora,
-                                    negative_prompt=first.negative_prompt, steps=first.steps, cfg=first.cfg,
-                                    sampler=first.sampler, width=first.width, height=first.height,
-                                    lora_dirs=lora_dirs or ())
+        settings = dict(negative_prompt=first.negative_prompt, steps=first.steps, cfg=first.cfg,
+                        sampler=first.sampler, width=first.width, height=first.height)
+        if is_mixed:
+            images = gen.generate_mixed([c.prompt for c in group], seeds=[c.seed for c in group],
+                                        loras=[(c.checkpoint, c.strength) if c.checkpoint and c.strength else None
+                                               for c in group], **settings)
+        else:
+            lora = [(first.checkpoint, first.strength)] if first.checkpoint and first.strength else []
+            images = gen.generate_batch([c.prompt for c in group], seeds=[c.seed for c in group], loras=lora,
+                                        lora_dirs=lora_dirs or (), **settings)
         out.generated += len(images)
         for c, im in zip(group, images, strict=True):
             out.images[c.image_key()] = im
@@ -143,14 +184,6 @@ def a1111_parameters(cell: Cell, size: tuple[int, int], model: str, script: str 
     lines.append(f"Steps: {cell.steps}, Sampler: {cell.sampler}, CFG scale: {cell.cfg:g}, Seed: {cell.seed}, "
                  f"Size: {size[0]}x{size[1]}, Model: {model}" + (f", {script}" if script else ""))
     return "\n".join(lines)
-
-
-
-
-
-
-
-
 
 
 def make_grid(project: Project, spec: GridSpec, base_model: str = "", generator: Generator | None = None,
