@@ -17,6 +17,7 @@ from lorakit.train.steps import (
     record_config_speed,
     record_speed,
     steps_guidance,
+    suggest_schedule,
 )
 
 
@@ -90,3 +91,60 @@ def test_a_speed_recorded_for_a_config_is_found_by_its_plan(tmp_path, monkeypatc
     record_config_speed(cfg, 1.25)
     assert plan_steps(cfg, DatasetCount([("5_x", 10, 5)])).steps_per_second == 1.25
     assert plan_steps(TrainConfig(), DatasetCount([("5_x", 10, 5)])).steps_per_second != 1.25
+
+
+@pytest.mark.parametrize("kind", ["character", "style"])
+def test_the_suggestion_lands_in_the_guides_range_for_10_to_50_images(kind):
+    """Fewer images get more repeats; the images seen stay inside the guides' range; about ten checkpoints."""
+    from lorakit.train.steps import GUIDANCE
+
+    low, high = GUIDANCE[kind]
+    rows = [suggest_schedule(n, kind) for n in (10, 12, 25, 37, 50)]
+    for s in rows:
+        assert low <= s.images * s.seen <= high * 1.05, s.text()
+        assert s.epochs >= 4 and s.steps == s.images * s.repeats * s.epochs
+        assert s.settings() == {"data.repeats": s.repeats, "training.max_train_epochs": s.epochs,
+                                "saving.save_every_n_epochs": 1}
+    assert [s.repeats for s in rows] == sorted((s.repeats for s in rows), reverse=True)
+    assert rows[0].repeats > rows[-1].repeats and rows[0].seen > rows[-1].seen
+
+
+def test_the_suggestion_fits_a_time_budget_and_counts_batches_and_regularization():
+    whole = suggest_schedule(20, "character", steps_per_second=1.0)
+    assert whole.seconds == whole.steps and not whole.note
+    cut = suggest_schedule(20, "character", steps_per_second=1.0, minutes=20)
+    assert cut.seconds <= 1200 and cut.epochs < whole.epochs and cut.repeats == whole.repeats
+    assert "Cut to fit 20 minutes" in cut.note
+    short = suggest_schedule(20, "character", steps_per_second=1.0, minutes=5)
+    assert short.epochs == 4 and short.repeats < whole.repeats and short.seconds <= 300, "four checkpoints at least"
+    tiny = suggest_schedule(20, "character", steps_per_second=0.01, minutes=1)
+    assert (tiny.epochs, tiny.repeats) == (4, 1) and "Even 4 epochs of one repeat take" in tiny.note
+    batched = suggest_schedule(20, "character", batch_size=4, reg=True)
+    assert batched.seen == whole.seen and batched.steps == -(-20 * whole.repeats * 2 // 4) * whole.epochs
+    with pytest.raises(ValueError, match="no training images"):
+        suggest_schedule(0)
+
+
+def test_a_recipe_states_its_effective_learning_rate_and_images_seen():
+    from lorakit.config.presets import apply_preset, describe_presets, describe_recipe
+
+    line = describe_recipe(apply_preset("sd21-adafactor"))
+    assert "UNet 0.0004 × alpha/rank 1/256 = 1.6e-06" in line
+    assert "seen 75 times (repeats 15 × 5 epochs)" in describe_recipe(apply_preset("character"))
+    assert describe_presets().count("effective learning rate") == 3
+    no_te = TrainConfig().replace({"optimizer.text_encoder_lr": 0.0})
+    assert "text encoder not trained" in describe_recipe(no_te)
+
+
+def test_config_steps_prints_the_recipe_and_the_suggestion(tmp_path, capsys, monkeypatch):
+    from lorakit.cli.main import main
+    from lorakit.project import Project
+
+    monkeypatch.setenv("LORAKIT_SPEED_FILE", str(tmp_path / "speed.json"))
+    project = Project.create(tmp_path / "p")
+    _folder(project.dataset_dir / "10_zkx", 12)
+    TrainConfig().save(project.config_path)
+    assert main(["config", "steps", str(project.root), "--kind", "style", "--minutes", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "effective learning rate: UNet" in out
+    assert f"Suggested for 12 images (style): repeats {suggest_schedule(12, 'style').repeats}" in out

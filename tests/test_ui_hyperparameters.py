@@ -132,3 +132,23 @@ def test_the_library_never_imports_ipywidgets():
             "sys.exit('ipywidgets' in sys.modules)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0
+
+
+def test_the_form_suggests_repeats_and_epochs_for_the_dataset_and_uses_them(tmp_path):
+    project = Project.create(tmp_path / "proj")
+    folder = project.dataset_dir / "10_fr3dd"
+    folder.mkdir(parents=True)
+    for i in range(12):
+        (folder / f"{i:02d}.png").write_bytes(b"")
+    form = HyperparameterForm(TrainConfig(), project, kind="character")
+    form.refresh()
+    assert "Suggested for 12 images (character)" in form.steps_out.value
+    assert "effective learning rate" in form.steps_out.value
+    suggestion = form.suggestion()
+    cfg = form.use_suggestion()
+    assert (cfg.data.repeats, cfg.training.max_train_epochs) == (suggestion.repeats, suggestion.epochs)
+    assert form.value() == cfg
+    empty = HyperparameterForm(TrainConfig(), Project.create(tmp_path / "empty"))
+    assert empty.suggestion() is None
+    with pytest.raises(ConfigError, match="no training images"):
+        empty.use_suggestion()

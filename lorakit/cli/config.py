@@ -105,15 +105,22 @@ def _cmd_init(args) -> int:
 
 
 def _cmd_steps(args) -> int:
+    from lorakit.config.presets import describe_recipe
     from lorakit.project import Project
-    from lorakit.train.steps import count_project, plan_steps
+    from lorakit.train.steps import count_project, plan_steps, suggest_schedule
 
     project = Project.open(args.project)
     cfg = project.load_config()
-    plan = plan_steps(cfg, count_project(cfg, project.root), kind=args.kind)
+    count = count_project(cfg, project.root)
+    plan = plan_steps(cfg, count, kind=args.kind)
     print(plan.summary())
     print(plan.table())
     print(plan.guidance)
+    print(describe_recipe(cfg))
+    if count.images:
+        print(suggest_schedule(count.images, args.kind or "character", cfg.training.train_batch_size,
+                               reg=bool(count.reg_images), steps_per_second=plan.steps_per_second,
+                               minutes=args.minutes).text())
     return 0
 
 
@@ -158,4 +165,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("steps", help="steps per epoch and in all for a project's dataset and config")
     p.add_argument("project", type=Path)
     p.add_argument("--kind", default="", choices=["", "character", "style"])
+    p.add_argument("--minutes", type=float, default=0,
+                   help="time budget for the suggested repeats/epochs, at this machine's measured speed")
     p.set_defaults(func=_cmd_steps)

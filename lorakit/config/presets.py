@@ -137,6 +137,24 @@ def apply_preset(name: str, cfg: TrainConfig | None = None) -> TrainConfig:
     return TrainConfig().replace({**PRESETS[name].values, **keep}, source=f"preset {name!r}")
 
 
+def describe_recipe(cfg: TrainConfig) -> str:
+    """A recipe's effective learning rates (lr × alpha / rank, what the update is scaled by) and how often it shows
+    each training image (repeats × epochs; 0 repeats = the folder names')."""
+    n = cfg.network
+    scale = n.alpha / n.rank if n.rank else 1.0
+    o = cfg.optimizer
+    te = (f", text encoder {o.text_encoder_lr:g} × {n.alpha:g}/{n.rank} = {o.text_encoder_lr * scale:.2g}"
+          if o.text_encoder_lr else ", text encoder not trained")
+    repeats = cfg.data.repeats
+    seen = (f"each training image seen {repeats * cfg.training.max_train_epochs} times (repeats {repeats} × "
+            f"{cfg.training.max_train_epochs} epochs)" if repeats else
+            f"each training image seen its folder's repeats × {cfg.training.max_train_epochs} epochs (10_name: "
+            f"{10 * cfg.training.max_train_epochs} times)")
+    return (f"effective learning rate: UNet {o.unet_lr:g} × alpha/rank {n.alpha:g}/{n.rank} = {o.unet_lr * scale:.2g}"
+            f"{te}; {seen}, at batch {cfg.training.train_batch_size}.")
+
+
 def describe_presets() -> str:
-    """Every preset's name, title and note, as text."""
-    return "\n\n".join(f"{p.name}: {p.title}\n  {p.when}" for p in PRESETS.values())
+    """Every preset's name, title and note, and its effective learning rate and images seen, as text."""
+    return "\n\n".join(f"{p.name}: {p.title}\n  {p.when}\n  {describe_recipe(apply_preset(p.name))}"
+                        for p in PRESETS.values())

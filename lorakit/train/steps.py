@@ -185,6 +185,77 @@ def steps_guidance(total: int, per_epoch: int, kind: str = "") -> str:
             f"about {epochs} epochs ({epochs * per_epoch} steps) would land inside, or change the repeats.")
 
 
+# ---- a starting point for a dataset of this size ---------------------------------------------------------------
+EPOCHS_TO_CHOOSE_FROM = 10  # checkpoints one per epoch: enough for notebook 04 to find the good one
+MIN_EPOCHS = 4
+
+
+@dataclass
+class Suggestion:
+    """Repeats and epochs for a dataset of ``images`` training images, from the guides' step ranges (GUIDANCE, at
+    batch 1) and, when given, a time budget at this machine's measured speed."""
+
+    images: int
+    kind: str
+    repeats: int
+    epochs: int
+    batch_size: int
+    steps: int
+    seconds: float | None
+    note: str = ""
+
+    @property
+    def seen(self) -> int:
+        """How many times each training image is seen (repeats × epochs), whatever the dataset's size."""
+        return self.repeats * self.epochs
+
+    def settings(self) -> dict[str, int]:
+        return {"data.repeats": self.repeats, "training.max_train_epochs": self.epochs,
+                "saving.save_every_n_epochs": 1}
+
+    def text(self) -> str:
+        time = f", about {format_duration(self.seconds)} at this machine's measured speed" if self.seconds else ""
+        return (f"Suggested for {self.images} images ({self.kind}): repeats {self.repeats} × {self.epochs} epochs, "
+                f"a checkpoint every epoch: {self.images * self.seen} images seen, each training image "
+                f"{self.seen} times; {self.steps} steps at batch {self.batch_size}{time}."
+                + (f" {self.note}" if self.note else ""))
+
+
+def suggest_schedule(images: int, kind: str = "character", batch_size: int = 1, *, reg: bool = False,
+                     steps_per_second: float | None = None, minutes: float = 0) -> Suggestion:
+    """Repeats and epochs that put a dataset of ``images`` inside the guides' range for ``kind`` (1500–2000 images
+    seen for a character, 3000–6000 for a style, counted at batch 1), spread over about ten epochs so that notebook
+    04 has ten checkpoints to choose from: fewer images get more repeats, the total stays the same. With
+    ``minutes`` and a measured ``steps_per_second``, the epochs are cut to fit the time (at least four), and the
+    note says what the guides' range would have taken. Regularization images double each epoch's steps (kohya)."""
+    if images < 1:
+        raise ValueError("no training images: put them in dataset/<repeats>_<token>/ (notebook 01).")
+    low, high = GUIDANCE.get(kind, GUIDANCE["character"])
+    seen = (low + high) / 2
+    repeats = max(1, round(seen / EPOCHS_TO_CHOOSE_FROM / images))
+    epochs = max(MIN_EPOCHS, round(seen / (images * repeats)))
+    per_epoch = math.ceil(images * repeats * (2 if reg else 1) / max(1, batch_size))
+    note = ""
+    if minutes and steps_per_second:
+        budget = minutes * 60 * steps_per_second  # steps
+        fits = int(budget // per_epoch)
+        if fits < epochs:
+            wanted = per_epoch * epochs / steps_per_second
+            note = (f"Cut to fit {minutes:g} minutes (the guides' range, {repeats} repeats × {epochs} epochs, would "
+                    f"take {format_duration(wanted)}); a larger batch or a GPU would train the whole range.")
+            epochs = max(MIN_EPOCHS, fits)
+            if fits < MIN_EPOCHS:  # four checkpoints at least: fewer repeats instead
+                per_repeat = images * (2 if reg else 1) / max(1, batch_size)
+                repeats = max(1, int(budget / MIN_EPOCHS // per_repeat))
+                per_epoch = math.ceil(images * repeats * (2 if reg else 1) / max(1, batch_size))
+                if per_epoch * epochs > budget:
+                    note += (f" Even {MIN_EPOCHS} epochs of one repeat take "
+                             f"{format_duration(per_epoch * epochs / steps_per_second)}.")
+    steps = per_epoch * epochs
+    return Suggestion(images, kind if kind in GUIDANCE else "character", repeats, epochs, batch_size, steps,
+                      steps / steps_per_second if steps_per_second else None, note)
+
+
 # ---- measured speed, per machine ------------------------------------------------------------------------------
 
 

@@ -18,11 +18,19 @@ from typing import Any
 import ipywidgets as widgets
 
 from lorakit.config.kohya import KohyaImport, import_kohya
-from lorakit.config.presets import PRESETS, apply_preset
+from lorakit.config.presets import PRESETS, apply_preset, describe_recipe
 from lorakit.config.schema import SECTIONS, TrainConfig, advice, default_of, iter_fields
 from lorakit.errors import ConfigError
 from lorakit.train.optimizers import lr_curve
-from lorakit.train.steps import DatasetCount, StepsPlan, count_project, format_duration, plan_steps
+from lorakit.train.steps import (
+    DatasetCount,
+    StepsPlan,
+    Suggestion,
+    count_project,
+    format_duration,
+    plan_steps,
+    suggest_schedule,
+)
 
 SECTION_TITLES = {
     "model": "Model: which base model and how it predicts",
@@ -65,8 +73,9 @@ def read_widget(w: widgets.Widget, default: Any) -> Any:
     return w.value
 
 
-def steps_html(plan: StepsPlan) -> str:
-    """The per-epoch steps table, the formula and the guidance as HTML."""
+def steps_html(plan: StepsPlan, suggestion: Suggestion | None = None, recipe: str = "") -> str:
+    """The per-epoch steps table, the formula and the guidance as HTML; the suggestion for the dataset's size and
+    the recipe's effective learning rate under it."""
     rows = "".join(
         f"<tr><td>{r.epoch}</td><td>{r.steps}</td><td>{'✔' if r.checkpoint else ''}</td>"
         f"<td>{'✔' if r.sample else ''}</td><td>{format_duration(r.seconds)}</td></tr>"
@@ -74,7 +83,9 @@ def steps_html(plan: StepsPlan) -> str:
     )
     head = "<tr><th>epoch</th><th>steps</th><th>checkpoint</th><th>sample</th><th>time</th></tr>"
     return (f"<p>{html.escape(plan.summary())}</p><table style='text-align:right'>{head}{rows}</table>"
-            f"<p><b>{html.escape(plan.guidance)}</b></p>")
+            f"<p><b>{html.escape(plan.guidance)}</b></p>"
+            + (f"<p>{html.escape(suggestion.text())}</p>" if suggestion else "")
+            + (f"<p style='color:#57606a'>{html.escape(recipe)}</p>" if recipe else ""))
 
 
 def lr_figure(cfg: TrainConfig, total_steps: int, steps_per_epoch: int = 0):
@@ -167,7 +178,12 @@ class HyperparameterForm:
         refresh.on_click(lambda _: self._guard(self.refresh))
         save = widgets.Button(description="Save lorakit.toml", icon="save", button_style="primary")
         save.on_click(lambda _: self._guard(lambda: self._say(f"saved {self.save()}", ok=True)))
-        return widgets.HBox([self.kind_box, refresh, save])
+        self.minutes_box = widgets.IntText(value=0, description="minutes", style={"description_width": "60px"},
+                                           layout=widgets.Layout(width="140px"),
+                                           tooltip="time budget for the suggestion (0 = none)")
+        use = widgets.Button(description="Use suggested repeats/epochs", icon="check")
+        use.on_click(lambda _: self._guard(self.use_suggestion))
+        return widgets.VBox([widgets.HBox([self.kind_box, refresh, save]), widgets.HBox([self.minutes_box, use])])
 
     # ---- the actions (each also a plain call for headless runs) ------------------------------------------
     def value(self) -> TrainConfig:
@@ -217,13 +233,35 @@ class HyperparameterForm:
         count = count_project(cfg, self.project.root) if self.project is not None else DatasetCount()
         return plan_steps(cfg, count, kind=self.kind)
 
+    def suggestion(self) -> Suggestion | None:
+        """Repeats and epochs for the project's dataset size (and the minutes box, at the measured speed)."""
+        cfg = self.value()
+        count = count_project(cfg, self.project.root) if self.project is not None else DatasetCount()
+        if not count.images:
+            return None
+        speed = plan_steps(cfg, count).steps_per_second
+        return suggest_schedule(count.images, self.kind or "character", cfg.training.train_batch_size,
+                                reg=bool(count.reg_images), steps_per_second=speed,
+                                minutes=self.minutes_box.value)
+
+    def use_suggestion(self) -> TrainConfig:
+        """Put the suggested repeats and epochs (a checkpoint every epoch) into the form."""
+        suggestion = self.suggestion()
+        if suggestion is None:
+            raise ConfigError("no training images in the project yet: import them in notebook 01 first.")
+        cfg = self.value().replace(suggestion.settings())
+        self.set_value(cfg)
+        self.refresh()
+        self._say(suggestion.text(), ok=True)
+        return cfg
+
     def refresh(self) -> StepsPlan:
         """Redraw the steps table and the learning-rate preview."""
         import matplotlib.pyplot as plt
         from IPython.display import display
 
         plan = self.steps_plan()
-        self.steps_out.value = steps_html(plan)
+        self.steps_out.value = steps_html(plan, self.suggestion(), describe_recipe(self.value()))
         self.plot_out.clear_output(wait=True)
         fig = lr_figure(self.value(), plan.total_steps or 1000, plan.steps_per_epoch)
         with self.plot_out:

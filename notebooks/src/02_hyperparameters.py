@@ -26,6 +26,7 @@ from lorakit.demo.recipe import notebook_setup
 # %%
 from IPython.display import HTML, display
 
+from lorakit.config.presets import describe_recipe
 from lorakit.train.steps import count_project, plan_steps
 from lorakit.ui.hyperparameters import HyperparameterForm, lr_figure, steps_html
 
@@ -101,11 +102,14 @@ print(form.memory())
 # ## Steps per epoch
 #
 # Counted on the project's `dataset/` folders (regularization images double an epoch, as in kohya). The time
-# column appears once a training run on this machine has measured its speed.
+# column appears once a training run on this machine has measured its speed. Below the table: repeats and epochs
+# suggested for your dataset's size (the guides' 1500-2000 images seen for a character, 3000-6000 for a style,
+# over about ten epochs; fewer images get more repeats; the form's *minutes* box fits them to a time budget, and
+# *Use suggested repeats/epochs* puts them in the form), and the recipe's effective learning rate.
 
 # %%
 plan = plan_steps(cfg, count_project(cfg, project.root), kind=form.kind)
-display(HTML(steps_html(plan)))
+display(HTML(steps_html(plan, form.suggestion(), describe_recipe(cfg))))
 
 # %% [markdown]
 # ## Learning rate over the run
