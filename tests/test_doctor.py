@@ -4,6 +4,7 @@ can start from it."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +116,14 @@ def test_the_grid_generates_in_the_devices_precision(monkeypatch):
     assert device_dtype("cuda") == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert device_dtype("cuda:0") == torch.float16
+
+
+def test_the_check_and_training_name_the_same_family(tiny_sd1, tiny_sd2v, tiny_sdxl):
+    """A diffusers folder's family is read by the family registry's rule in both: the demo's toy base (one CLIP
+    encoder, v-prediction) is sd2-v for the check, the memory estimate and training alike."""
+    from lorakit.models.inspection import inspect_folder
+    from lorakit.models.loading import DEMO_MODEL_DIR, load_base
+
+    for folder in (tiny_sd1, tiny_sd2v, tiny_sdxl, DEMO_MODEL_DIR):
+        assert inspect_folder(Path(folder)).family == load_base(str(folder)).family.name, folder
+    assert inspect_folder(Path(DEMO_MODEL_DIR)).family == "sd2-v"

@@ -213,12 +213,20 @@ def inspect_folder(path: Path) -> ModelReport:
     scheduler = path / "scheduler" / "scheduler_config.json"
     report.prediction_type = _read_json(scheduler).get("prediction_type", "epsilon") if scheduler.is_file() else "?"
     te_cfgs = {n: _read_json(path / n / "config.json") for n in encoders if (path / n / "config.json").is_file()}
-    if "text_encoder_2" in encoders:
-        report.family = "sdxl"
-    elif te_cfgs.get("text_encoder"):
-        te = te_cfgs["text_encoder"]
-        v2 = te.get("hidden_size") == 1024 or te.get("hidden_act") == "gelu"
-        report.family = ("sd2-v" if report.prediction_type == "v_prediction" else "sd2") if v2 else "sd1"
+    if te_cfgs.get("text_encoder"):  # the registry's rule, as for a loaded pipeline (training says the same)
+        from types import SimpleNamespace
+
+        from lorakit.models import families
+
+        def part(name: str):
+            return SimpleNamespace(config=SimpleNamespace(**te_cfgs[name])) if name in te_cfgs else None
+
+        configs = SimpleNamespace(text_encoder=part("text_encoder"), text_encoder_2=part("text_encoder_2"),
+                                  scheduler=SimpleNamespace(config={"prediction_type": report.prediction_type}))
+        try:
+            report.family = families.detect_from_pipeline(configs).name
+        except ModelError as e:
+            report.problems.append(f"{path}: {e}")
     for n, cfg in te_cfgs.items():
         tok_name = n.replace("text_encoder", "tokenizer")
         try:
