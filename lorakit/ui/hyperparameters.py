@@ -178,8 +178,8 @@ class HyperparameterForm:
         refresh.on_click(lambda _: self._guard(self.refresh))
         save = widgets.Button(description="Save lorakit.toml", icon="save", button_style="primary")
         save.on_click(lambda _: self._guard(lambda: self._say(f"saved {self.save()}", ok=True)))
-        self.minutes_box = widgets.IntText(value=0, description="minutes", style={"description_width": "60px"},
-                                           layout=widgets.Layout(width="140px"),
+        self.minutes_box = widgets.IntText(value=0, description="minutes", style={"description_width": "70px"},
+                                           layout=widgets.Layout(width="160px"),
                                            tooltip="time budget for the suggestion (0 = none)")
         use = widgets.Button(description="Use suggested repeats/epochs", icon="check")
         use.on_click(lambda _: self._guard(self.use_suggestion))
