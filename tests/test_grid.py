@@ -344,3 +344,20 @@ def test_a_mixed_batch_refuses_what_it_cannot_mix(project, gen):
         gen.generate_mixed(["a", "b"], seeds=[1], loras=[None, None], **FAST)
     base = gen.generate_mixed(["zkx, thing"], seeds=[3], loras=[None], **FAST)[0]
     assert np.array_equal(np.asarray(base), np.asarray(gen.generate("zkx, thing", seed=3, **FAST)))
+
+
+def test_sdxl_cells_mix_in_a_batch_like_sd1(tiny_sdxl, tmp_path):
+    """SDXL's two text encoders and added conditioning take the mixed batch too: each image as drawn alone."""
+    base = load_base(str(tiny_sdxl))
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"x{i}.safetensors")
+        write_kohya_lora(files[-1], base, seed=20 + i, scale=0.3)
+    gen = Generator(base)
+    loras = [(files[0], 1.0), (files[1], 0.5), None]
+    mixed = gen.generate_mixed(["zkx, thing"] * 3, seeds=[1, 2, 3], loras=loras, **FAST)
+    for (lora, image), seed in zip(zip(loras, mixed, strict=True), (1, 2, 3), strict=True):
+        alone = gen.generate("zkx, thing", seed=seed, loras=[lora] if lora else [], **FAST)
+        diff = np.abs(np.asarray(alone, float) - np.asarray(image, float))
+        assert diff.max() <= 2 and diff.mean() < 0.05, lora
+    assert not np.array_equal(np.asarray(mixed[0]), np.asarray(mixed[2])), "the LoRA changes the picture"
