@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from lora_fakes import write_kohya_lora
 from PIL import Image
 
@@ -328,8 +329,17 @@ def test_checkpoints_and_strengths_share_a_batch_with_the_same_pixels(project, g
     halves = [c for c in cells if c.strength == 0.5][:2]
     odd = [*halves, Cell("zkx, thing", "", 1, 4.0, 2, "Euler", str(loha), 1.0),
            Cell("zkx, thing <lora:zkx:0.5>", "", 1, 4.0, 2, "Euler", None, 0.0)]
+    loads = gen.loads
     batches, rest = mixed_groups(odd, 8, gen.can_mix)
     assert [len(b) for b in batches] == [2] and [c.checkpoint for c in rest] == [str(loha), None]
+    assert gen.loads == loads, "grouping reads headers only: no checkpoint is loaded to be asked about"
+    from safetensors.torch import load_file, save_file
+
+    worded = tmp_path / "worded.safetensors"
+    sd = load_file(str(project.checkpoints()[0]))
+    sd["bundle_emb.qwy.string_to_param.*"] = torch.zeros(1, gen.base.pipe.text_encoder.get_input_embeddings().embedding_dim)
+    save_file(sd, str(worded))
+    assert not gen.can_mix(worded) and gen.can_mix(project.checkpoints()[0]), "a bundled word keeps its own batch"
     out = render_cells(CountingMixed(gen), odd, batch_size=8, lora_dirs=[project.output_dir])
     assert out.generated == 4 and out.batches == 3
 

@@ -285,11 +285,16 @@ class Generator:
 
     def can_mix(self, path: str | Path) -> bool:
         """Whether images with this LoRA file can share a batch with images of other files (``generate_mixed``):
-        a plain LoRA / LoCon file loaded as a peft adapter, without bundled words. Loads it if needed."""
-        if self._is_patch_file(path):
+        a plain LoRA / LoCon file (a peft adapter) without bundled words. Reads the file's header only, so asking
+        about many checkpoints loads none of them (a missing file is left to the drawing, which names it)."""
+        from lorakit.lora.file import lora_keys
+
+        key = str(Path(path).resolve())
+        if not Path(key).is_file() or self._is_patch_file(key):
             return False
-        self._adapter_for(path)
-        return str(Path(path).resolve()) not in self._bundled
+        if key in self._bundled:
+            return False
+        return not any(is_bundle_key(k) for k in lora_keys(key))
 
     @torch.no_grad()
     def generate_mixed(self, prompts: Sequence[str], *, seeds: Sequence[int],
