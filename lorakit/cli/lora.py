@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# lorakit.lora.tools.common.METHODS, written out: `lorakit --help` must not import torch (a test holds them equal)
+RESIZE_METHODS = ("fixed", "sv_ratio", "sv_fro", "sv_cumulative")
+
 
 def parse_weighted(text: str) -> tuple[Path, float]:
     """'a.safetensors:0.7' -> (a.safetensors, 0.7); no ':weight' means 1 (a Windows drive's colon is not one)."""
@@ -73,8 +76,6 @@ def _cmd_extract(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `lorakit lora` and its subcommands to the main parser."""
-    from lorakit.lora.tools.common import METHODS
-
     lora = sub.add_parser("lora", help="inspect, resize, merge and extract LoRA files (kohya / LyCORIS)")
     cmds = lora.add_subparsers(dest="lora_command", required=True)
     precisions = ("fp16", "bf16", "float")
@@ -89,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--rank", type=int, required=True, help="the new rank (dynamic methods: the most kept)")
-    p.add_argument("--method", choices=METHODS, default="fixed")
+    p.add_argument("--method", choices=RESIZE_METHODS, default="fixed")
     p.add_argument("--param", type=float, help="sv_ratio: s_max/s_min kept (e.g. 2); sv_fro, sv_cumulative: share "
                                                "kept (e.g. 0.9)")
     p.add_argument("--conv-rank", type=int, help="rank of 3×3 conv modules (default: --rank)")
