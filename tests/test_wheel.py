@@ -42,6 +42,9 @@ def wheel(tmp_path_factory) -> Path:
     sdist = _pep517("build_sdist", tmp / "checkout", tmp / "dist")
     with tarfile.open(sdist) as tar:
         tar.extractall(tmp / "unpacked", filter="data")
+        in_sdist = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    # what the README links travels with it (the captioning guide, the notebooks' pictures)
+    assert {"docs/captioning.md", "docs/images/04_grid.png"} <= in_sdist, "the sdist lacks docs/"
     (unpacked,) = (tmp / "unpacked").iterdir()
     return _pep517("build_wheel", unpacked, tmp / "dist")
 
