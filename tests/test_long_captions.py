@@ -43,3 +43,67 @@ def test_prepare_puts_the_note_in_the_runs_notes(tiny_project):
     run = prepare(project, cfg, Accelerator(cpu=True))
     notes = [n for n in run.notes if "longer than the text encoder" in n]
     assert len(notes) == 1 and "img02.png" in notes[0] and "img00.png" not in notes[0]
+
+
+def test_windows_of_75_tokens_as_sd_scripts_joins_them(tiny_sd1, tiny_sdxl):
+    """max_token_length 150: the caption's tokens in two windows of 75, each with start and end tokens; encoded
+    apart and joined to 1 + 150 + 1 states; the first window's states are those of the 75-token encoding; SDXL's
+    pooled embedding is the first window's."""
+    import torch
+
+    from lorakit.models.loading import load_base
+
+    base = load_base(str(tiny_sd1))
+    fam, tok = base.family, base.tokenizers[0]
+    words = tok(LONG, add_special_tokens=False).input_ids
+    assert len(words) > 150
+    (ids,) = fam.tokenize(base, [LONG, SHORT], 150)
+    assert ids.shape == (2, 2, 77)
+    for w in range(2):
+        assert ids[0, w, 0] == tok.bos_token_id and ids[0, w, 76] == tok.eos_token_id
+        assert ids[0, w, 1:76].tolist() == words[w * 75:(w + 1) * 75]
+    short = tok(SHORT, add_special_tokens=False).input_ids
+    assert ids[1, 0, 1:1 + len(short)].tolist() == short and ids[1, 1, 1] == tok.eos_token_id, "an empty window"
+    with torch.no_grad():
+        long_h, _ = fam.encode_windows(base, [ids], 1)
+        one_h, _ = fam.encode_windows(base, fam.tokenize(base, [LONG, SHORT]), 1)
+        first, _ = fam.encode(base, [ids[:, 0]], 1)
+    assert long_h.shape[:2] == (2, 152) and one_h.shape[:2] == (2, 77)
+    torch.testing.assert_close(long_h[:, :76], first[:, :76])
+    assert not torch.allclose(long_h[0, 76:151], first[0, 1:76]), "the second window says something else"
+
+    xl = load_base(str(tiny_sdxl))
+    with torch.no_grad():
+        ids2 = xl.family.tokenize(xl, [LONG], 225)
+        hidden, pooled = xl.family.encode_windows(xl, ids2, 1)
+        _, pooled_first = xl.family.encode(xl, [i[:, 0] for i in ids2], 1)
+    assert [i.shape for i in ids2] == [(1, 3, 77)] * 2 and hidden.shape[1] == 227
+    torch.testing.assert_close(pooled, pooled_first)
+
+
+def test_training_reads_the_windows_and_the_note_counts_them(tiny_project):
+    import torch
+    from accelerate import Accelerator
+
+    from lorakit.models.loading import load_base
+    from lorakit.train.loop import encode_text, train
+    from lorakit.train.prepare import prepare
+
+    project, cfg = tiny_project
+    tok = load_base(cfg.model.base_model).tokenizers[0]
+    words = [f"detail{i} of the red coat" for i in range(60)]
+    mid = next(", ".join(words[:k]) for k in range(60) if 120 < caption_tokens(", ".join(words[:k]), tok) <= 225)
+    (project.dataset_dir / "2_zkx" / "img02.txt").write_text(mid, encoding="utf-8")
+    narrow = prepare(project, cfg, Accelerator(cpu=True))
+    assert [n for n in narrow.notes if "longer than the text encoder's 75 tokens" in n and "= 150" in n]
+    wide = cfg.replace({"data.max_token_length": 225})
+    run = prepare(project, wide, Accelerator(cpu=True))
+    assert not [n for n in run.notes if "longer than the text encoder" in n], "225 tokens read: nothing is cut"
+    with torch.no_grad():
+        hidden, _ = encode_text(run.base, wide, [mid, SHORT], False, {})
+    assert hidden.shape[1] == 227
+    result = train(project, wide.replace({"training.max_train_steps": 2}))
+    assert result.final.is_file()
+    too_long = long_caption_note({"a.png": LONG * 3}, limit=150)
+    assert "longer than the text encoder's 150 tokens" in too_long and "max_token_length = 225" in too_long
+    assert "max_token_length" not in long_caption_note({"a.png": LONG * 3}, limit=225)

@@ -37,7 +37,9 @@ def test_a_real_layout_config_imports_with_its_prompt_file(config_dir):
     assert cfg.sampling.sample_sampler == "k_dpm_2_a" and cfg.sampling.sample_at_start
     ignored = {k for k, *_ in result.ignored}
     assert {"dataset_config", "output_dir", "highvram"} <= ignored
-    assert [k for k, *_ in result.unsupported] == ["max_token_length"]  # 225 changes training: said, not dropped
+    assert not result.unsupported, result.report()
+    assert cfg.data.max_token_length == 225 and ("max_token_length", "data.max_token_length", 225) in [
+        tuple(m[:3]) for m in result.mapped]  # kohya's windows of 75, honoured
 
 
 def test_learning_rate_fills_the_part_not_named_and_only_flags_turn_a_part_off():
@@ -77,6 +79,7 @@ def test_cli_imports_a_toml_and_leaves_it_unchanged(config_dir):
                          capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""}, cwd=config_dir)
     assert run.returncode == 0, run.stderr
     assert "max_token_length" in run.stdout and TrainConfig.load(out).optimizer.optimizer == "Lion"
+    assert TrainConfig.load(out).data.max_token_length == 225
     assert hashlib.sha256(src.read_bytes()).hexdigest() == digest
     again = subprocess.run([sys.executable, "-m", "lorakit", "config", "import-kohya", str(src), "-o", str(out)],
                            capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})

@@ -50,6 +50,7 @@ DIRECT: dict[str, str] = {
     "caption_extension": "data.caption_extension",
     "shuffle_caption": "data.shuffle_caption",
     "keep_tokens": "data.keep_tokens",
+    "max_token_length": "data.max_token_length",
     "caption_dropout_rate": "data.caption_dropout_rate",
     "caption_tag_dropout_rate": "data.caption_tag_dropout_rate",
     "flip_aug": "data.flip_aug",
@@ -97,8 +98,6 @@ NEUTRAL: dict[str, tuple[Any, str]] = {
     "fp8_base": (False, "an fp8 base model is not supported; lorakit loads it in the mixed precision"),
     "full_bf16": (False, "full bf16 training (bf16 gradients) is not supported; the adapter trains in fp32"),
     "full_fp16": (False, "full fp16 training is not supported; the adapter trains in fp32"),
-    "max_token_length": (75, "captions are cut at 75 tokens (the caption check flags longer ones); longer token "
-                                 "windows are not implemented"),
     "module_dropout": (0, "module dropout is not implemented; network_dropout is"),
     "rank_dropout": (0, "rank dropout is not implemented; network_dropout is"),
     "random_crop": (False, "random crop is not implemented; images are resized into their bucket"),

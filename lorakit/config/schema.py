@@ -288,6 +288,8 @@ class DataConfig:
     caption_extension: str = _f(".txt", "Extension of the caption file beside each image.")
     shuffle_caption: bool = _f(False, "Shuffle comma-separated tags every step (after the first keep_tokens).")
     keep_tokens: int = _f(0, "Keep the first N tags in place when shuffling (e.g. 1 keeps the trigger word first).")
+    max_token_length: int = _f(75, "Caption tokens the text encoder reads: 75 (one CLIP window), or 150 / 225 as "
+                                   "kohya's max_token_length (windows of 75 encoded apart and joined).")
     caption_dropout_rate: float = _f(0.0, "Probability of training an image with an empty caption.")
     caption_tag_dropout_rate: float = _f(0.0, "Probability of dropping each tag (not the kept ones).")
     flip_aug: bool = _f(False, "Randomly mirror images: doubles variety, but not for asymmetric subjects or text.")
@@ -332,6 +334,9 @@ class DataConfig:
         if not ext.startswith(".") or len(ext) < 2 or any(c in ext for c in "/\\:*?\"<>|"):
             raise ConfigError(f"data.caption_extension {ext!r} must be a file extension starting with '.', "
                               "such as '.txt' (kohya_ss) or '.caption'.")
+        if self.max_token_length not in (75, 150, 225):
+            raise ConfigError(f"data.max_token_length = {self.max_token_length}: use 75, 150 or 225 (windows of 75 "
+                              "tokens, as kohya's max_token_length).")
 
 
 @dataclass

@@ -292,6 +292,7 @@ def long_caption_note(captions: dict[str, str], tokenizer=None, limit: int = CLI
         return None
     named = ", ".join(f"{name} ({n} tokens)" for name, n in sorted(long.items())[:5])
     more = f" and {len(long) - 5} more" if len(long) > 5 else ""
+    wider = (f"; or set data.max_token_length = {150 if limit < 150 else 225} (kohya's windows of 75)"
+             if limit < 225 else "")
     return (f"{len(long)} caption{'s are' if len(long) != 1 else ' is'} longer than the text encoder's {limit} "
-            f"tokens and cut there (kohya's max_token_length 150/225 is not implemented): {named}{more}; shorten "
-            "them or put what matters first")
+            f"tokens and cut there: {named}{more}; shorten them or put what matters first{wider}")

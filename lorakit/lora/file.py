@@ -179,6 +179,7 @@ def build_metadata(cfg: TrainConfig, base, run: dict[str, Any]) -> dict[str, str
         "ss_zero_terminal_snr": bool(base.noise_scheduler.config.get("rescale_betas_zero_snr", False)),
         "ss_shuffle_caption": d.shuffle_caption,
         "ss_keep_tokens": d.keep_tokens,
+        "ss_max_token_length": d.max_token_length,
         "ss_caption_dropout_rate": d.caption_dropout_rate,
         "ss_caption_tag_dropout_rate": d.caption_tag_dropout_rate,
         "ss_flip_aug": d.flip_aug,

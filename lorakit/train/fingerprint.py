@@ -32,7 +32,7 @@ SETTINGS = (  # (section, field): what a resumed run must share with the saved o
     ("training", "train_batch_size"), ("training", "seed"),
     ("data", "repeats"), ("data", "flip_aug"), ("data", "resolution"), ("data", "enable_bucket"),
     ("data", "min_bucket_reso"), ("data", "max_bucket_reso"), ("data", "bucket_reso_steps"),
-    ("data", "bucket_no_upscale"), ("data", "caption_extension"),
+    ("data", "bucket_no_upscale"), ("data", "caption_extension"), ("data", "max_token_length"),
     ("optimizer", "optimizer"), ("optimizer", "gradient_accumulation_steps"),
     ("validation", "enabled"), ("validation", "split"), ("validation", "dir"), ("validation", "noise_seed"),
 )

@@ -365,13 +365,14 @@ def diverged_advice(cfg: TrainConfig, step: int, value: float) -> str:
 def encode_text(base: BaseModel, cfg: TrainConfig, captions: list[str], te_training: bool, memo: dict):
     """Text embeddings; memoised per caption when the text encoders are frozen."""
     fam = base.family
+    windows = cfg.data.max_token_length
     if te_training:
-        return fam.encode(base, fam.tokenize(base, captions), cfg.model.clip_skip)
+        return fam.encode_windows(base, fam.tokenize(base, captions, windows), cfg.model.clip_skip)
     out_h, out_p = [], []
     with torch.no_grad():
         for c in captions:
             if c not in memo:
-                memo[c] = fam.encode(base, fam.tokenize(base, [c]), cfg.model.clip_skip)
+                memo[c] = fam.encode_windows(base, fam.tokenize(base, [c], windows), cfg.model.clip_skip)
             h, p = memo[c]
             out_h.append(h)
             out_p.append(p)

@@ -145,7 +145,7 @@ def prepare(project: Project, cfg: TrainConfig, accelerator) -> Run:
     notes = list(scan.problems)  # what training skips, and images cropped hard to fit a bucket
     notes += check_masks(items, d.masked_loss)  # an unreadable mask stops here, before any long work
     long = long_caption_note({it.path.name: it.caption for it in items}, base.tokenizers[0],
-                             base.tokenizers[0].model_max_length - 2)
+                             max(base.tokenizers[0].model_max_length - 2, d.max_token_length))
     notes += [long] if long else []  # said before the first step, not discovered in the samples
     bucket_counts = assign_buckets(items, d.resolution, d.enable_bucket, d.min_bucket_reso, d.max_bucket_reso,
                                    d.bucket_reso_steps, d.bucket_no_upscale, notes=notes)

@@ -175,7 +175,8 @@ ui.frequency_chart(tag_frequency(captions))
 # download* ticked (docs/captioning.md names good ones). A model that ships its own code needs *trust remote
 # code*: tick it only for a repository you trust, as it runs that code on this machine. By default only images
 # **without** a caption are captioned; *all images* replaces existing captions after backing them up. Captions
-# over 75 CLIP tokens are flagged by the check above: the text encoder never reads the rest.
+# over 75 CLIP tokens are flagged by the check above: the text encoder never reads the rest, unless notebook 02
+# sets `data.max_token_length` to 150 or 225 (kohya's windows of 75).
 #
 # With no model the demo uses a tiny **random** model, made here offline: it shows the mechanics, and its
 # captions are gibberish, so they are only previewed, never written.

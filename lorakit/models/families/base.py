@@ -81,14 +81,40 @@ class Family:
         raise NotImplementedError(f"family {self.name!r} ships no architecture configs: pass a config folder")
 
     # ---- text and conditioning -------------------------------------------------------------------------
-    def tokenize(self, base: Any, captions: list[str]) -> list[torch.Tensor]:
-        """Token ids for each text encoder (padded to the encoder's max length)."""
+    def tokenize(self, base: Any, captions: list[str], max_token_length: int = 0) -> list[torch.Tensor]:
+        """Token ids for each text encoder, padded to the encoder's max length: (B, 77). With ``max_token_length``
+        150 or 225 (kohya's), (B, windows, 77): the caption's first 150 / 225 tokens in windows of 75, each with its
+        own start and end token, for ``encode_windows``."""
         out = []
         for tok in base.tokenizers:
-            ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                      return_tensors="pt").input_ids
-            out.append(ids)
+            width = tok.model_max_length - 2  # the tokens one window holds
+            if max_token_length <= width:
+                out.append(tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                               return_tensors="pt").input_ids)
+                continue
+            windows = max_token_length // width
+            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            rows = []
+            for caption in captions:
+                ids = tok(caption, add_special_tokens=False, truncation=False).input_ids[:windows * width]
+                rows.append([[tok.bos_token_id, *part, tok.eos_token_id] + [pad] * (width - len(part))
+                             for part in (ids[i * width:(i + 1) * width] for i in range(windows))])
+            out.append(torch.tensor(rows, dtype=torch.long))
         return out
+
+    def encode_windows(self, base: Any, input_ids: list[torch.Tensor], clip_skip: int = 1
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``encode`` for ids of any window count: (B, 77) as ``encode``; (B, n, 77) encodes the n windows apart
+        and joins them as sd-scripts does: the first window's start token, every window's 75 inner states, the last
+        window's end token, (B, 75n + 2, D); the pooled embedding (SDXL) is the first window's."""
+        if input_ids[0].dim() == 2:
+            return self.encode(base, input_ids, clip_skip)
+        batch, n, length = input_ids[0].shape
+        hidden, pooled = self.encode(base, [ids.reshape(batch * n, length) for ids in input_ids], clip_skip)
+        hidden = hidden.reshape(batch, n, length, -1)
+        joined = torch.cat([hidden[:, 0, :1], hidden[:, :, 1:-1].reshape(batch, n * (length - 2), -1),
+                            hidden[:, -1, -1:]], dim=1)
+        return joined, None if pooled is None else pooled.reshape(batch, n, -1)[:, 0]
 
     def encode(self, base: Any, input_ids: list[torch.Tensor], clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(encoder_hidden_states, pooled) for the UNet; one CLIP encoder, so no pooled embedding."""
