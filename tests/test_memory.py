@@ -35,6 +35,9 @@ def test_estimates_are_monotone(tiny_arch):
     trained_te = est(tiny_arch, **{"optimizer.text_encoder_lr": 5e-5})
     assert trained_te.total > one.total and trained_te.gradients > one.gradients
     assert est(tiny_arch, **{"data.resolution": 256}).activations > one.activations
+    # kohya's max_token_length: a trained text encoder keeps three windows' activations for the backward pass
+    te = {"optimizer.text_encoder_lr": 5e-5}
+    assert est(tiny_arch, **te, **{"data.max_token_length": 225}).total > trained_te.total
 
 
 def test_parameters_gradients_and_state_are_the_real_counts(tiny_arch):

@@ -397,12 +397,14 @@ def _step(base, cfg, net, params, optimizer, autocast, dev, dtype, fam, d, t) ->
     noise = torch.empty_like(latents)
     timesteps = torch.empty(b, device=dev, dtype=torch.long)
     noisy = torch.empty_like(latents)
-    ids = [torch.zeros(b, te.config.max_position_embeddings, device=dev, dtype=torch.long) for te in base.text_encoders]
+    length = [te.config.max_position_embeddings for te in base.text_encoders]
+    windows = max(1, d.max_token_length // max(1, length[0] - 2))  # kohya's max_token_length: windows of 75
+    ids = [torch.zeros(b, *((windows,) if windows > 1 else ()), n, device=dev, dtype=torch.long) for n in length]
     if net.has_text_encoder:
-        hidden, pooled = fam.encode(base, ids, cfg.model.clip_skip)
+        hidden, pooled = fam.encode_windows(base, ids, cfg.model.clip_skip)
     else:  # frozen: lorakit memoises each caption's embedding after one pass without gradients
         with torch.no_grad():
-            hidden, pooled = fam.encode(base, ids, cfg.model.clip_skip)
+            hidden, pooled = fam.encode_windows(base, ids, cfg.model.clip_skip)
     added = fam.added_cond(pooled, [square_sizes(res)] * b, dev, dtype)  # the ids' values cost no memory
     target = torch.empty(shape, device=dev, dtype=torch.float32)
     if autocast is not None:
@@ -428,7 +430,7 @@ def setting_key(cfg: TrainConfig) -> tuple:
     n, o, d, t = cfg.network, cfg.optimizer, cfg.data, cfg.training
     return (n.type, n.rank, n.conv_rank, n.train_unet, cfg.train_text_encoder, o.optimizer, o.optimizer_args,
             bool(o.max_grad_norm), d.resolution, d.cache_latents, t.train_batch_size, t.mixed_precision,
-            t.gradient_checkpointing, t.sdpa, cfg.model.clip_skip)
+            t.gradient_checkpointing, t.sdpa, cfg.model.clip_skip, d.max_token_length)
 
 
 _ESTIMATES: dict[tuple, MemoryEstimate] = {}
