@@ -49,8 +49,9 @@ form.widget
 # **Start** — run this cell. The plot is the training loss: it is noisy by nature (each step sees another
 # noise level); watch the smoothed line, and judge the result by the samples and by notebook 04, not by the loss.
 # With `validation.enabled` (notebook 02) the red points are the **validation loss**: images held out of
-# training, measured with the same noise at step 0 and at every checkpoint, so the points compare fairly; a
-# curve that turns back up says the later checkpoints overfit.
+# training, measured with the same noise at step 0 and at every checkpoint, so the points compare fairly. A
+# curve that turns back up may mean overfitting, or only that the LoRA reconstructs unseen images' fine detail
+# less well as it learns the concept: judge by notebook 04's grid, not by this curve alone.
 
 # %%
 view = LiveView()

@@ -124,10 +124,10 @@ if best:
 # %% [markdown]
 # ## The validation loss, beside the grid
 # With `validation.enabled` (notebook 02), training measured the loss on images it never trained on — the same
-# images and the same noise at every checkpoint, so the checkpoints are compared on equal terms. Lower means the
-# LoRA predicts unseen images of your concept better; the star marks the checkpoint where it bottoms out. Read it
-# with the grid: a loss still falling says more training may help, one rising again says the later checkpoints
-# learned the training images rather than the concept.
+# images and the same noise at every checkpoint, so the checkpoints are compared on equal terms; the star marks the
+# checkpoint where it bottoms out. It measures how well the LoRA reconstructs unseen images, not whether it draws
+# the concept: in the demo's toy world it bottomed out at epoch 8 of 24 while the pictures kept improving to epoch
+# 24 (data/demo/README.md). Read a loss that climbs steeply as a warning, and pick with the grid and its scores.
 
 # %%
 from lorakit.evaluate.validation import checkpoint_losses, read_validation, validation_figure
