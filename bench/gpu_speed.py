@@ -278,19 +278,7 @@ def row_hooks(variant: Variant, compile_backend: str, facts: dict):
 # ---- one row ------------------------------------------------------------------------------------------
 def make_project(root: Path, resolution: int):
     """4 random images with one caption, in a new project."""
-    import numpy as np
-    from PIL import Image
-
-    from lorakit.project import Project
-
-    project = Project.create(root)
-    folder = project.dataset_dir / "1_zkx"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (resolution, resolution, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        (folder / f"{i}.txt").write_text(CAPTION, encoding="utf-8")
-    return project
+    return real_size.random_project(root, resolution, CAPTION)
 
 
 def row_config(model: Path, resolution: int, batch: int, steps: int, variant: Variant):

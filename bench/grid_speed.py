@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from real_size import random_project  # noqa: E402  (bench/, the script's own folder)
 
 from lorakit.config.schema import TrainConfig  # noqa: E402
 from lorakit.evaluate.generate import Generator  # noqa: E402
@@ -40,13 +40,7 @@ STRENGTHS = "strength=1,0.8,0.6,0.4,0.2,0"
 
 def make_project(root: Path, model: Path, epochs: int = 5, size: int = 64) -> Project:
     """A project with 4 random images and a LoRA trained for ``epochs`` epochs, one checkpoint each."""
-    project = Project.create(root)
-    folder = project.dataset_dir / "1_zkx"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        (folder / f"{i}.txt").write_text("zkx, thing", encoding="utf-8")
+    project = random_project(root, size)
     cfg = TrainConfig()
     cfg.model.base_model = str(model)
     cfg.data.resolution, cfg.data.enable_bucket = size, False

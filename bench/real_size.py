@@ -150,21 +150,31 @@ def peak_rss() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def project_and_config(root: Path, model: Path, args: argparse.Namespace):
-    """A project with 4 random images and the config of the run: rank 16, U-Net and text encoder, fp16 file."""
+
+def random_project(root: Path, size: int, caption: str = "zkx, thing", images: int = 4, numbered: bool = False):
+    """A new project with ``images`` random ``size``² images under one caption (numbered: ``caption i``), for the
+    benches that time training or generation rather than learning (real_size, gpu_speed, grid_speed)."""
     import numpy as np
     from PIL import Image
 
-    from lorakit.config.schema import TrainConfig
     from lorakit.project import Project
 
-    project = Project.create(root / "proj")
+    project = Project.create(root)
     folder = project.dataset_dir / "1_zkx"
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (args.resolution,) * 2 + (3,), dtype=np.uint8)).save(folder / f"{i}.png")
-        (folder / f"{i}.txt").write_text(f"zkx, thing {i}")
+    for i in range(images):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(f"{caption} {i}" if numbered else caption, encoding="utf-8")
+    return project
+
+
+def project_and_config(root: Path, model: Path, args: argparse.Namespace):
+    """A project with 4 random images and the config of the run: rank 16, U-Net and text encoder, fp16 file."""
+
+    from lorakit.config.schema import TrainConfig
+
+    project = random_project(root / "proj", args.resolution, numbered=True)
     cfg = TrainConfig()
     cfg.model.base_model = str(model)
     cfg.data.resolution, cfg.data.min_bucket_reso = args.resolution, 64

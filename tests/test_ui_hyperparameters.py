@@ -96,12 +96,18 @@ def test_kohya_import_fills_the_form_and_shows_the_report():
     assert "scale_weight_norms" in form.report.value and result.unsupported
 
 
-def test_steps_preview_and_save(tmp_path):
+def _project(tmp_path, images: int) -> Project:
+    """A project whose 10_fr3dd folder holds ``images`` (empty) image files: counted, never opened."""
     project = Project.create(tmp_path / "proj")
     folder = project.dataset_dir / "10_fr3dd"
     folder.mkdir(parents=True)
-    for i in range(6):
-        (folder / f"{i}.png").write_bytes(b"")
+    for i in range(images):
+        (folder / f"{i:02d}.png").write_bytes(b"")
+    return project
+
+
+def test_steps_preview_and_save(tmp_path):
+    project = _project(tmp_path, 6)
     form = HyperparameterForm(TrainConfig().replace({"training.max_train_epochs": 3}), project)
     plan = form.refresh()
     assert (plan.steps_per_epoch, plan.total_steps) == (60, 180)
@@ -135,11 +141,7 @@ def test_the_library_never_imports_ipywidgets():
 
 
 def test_the_form_suggests_repeats_and_epochs_for_the_dataset_and_uses_them(tmp_path):
-    project = Project.create(tmp_path / "proj")
-    folder = project.dataset_dir / "10_fr3dd"
-    folder.mkdir(parents=True)
-    for i in range(12):
-        (folder / f"{i:02d}.png").write_bytes(b"")
+    project = _project(tmp_path, 12)
     form = HyperparameterForm(TrainConfig(), project, kind="character")
     form.refresh()
     assert "Suggested for 12 images (character)" in form.steps_out.value

@@ -228,6 +228,11 @@ class Generator:
             if self._adapters:
                 self.pipe.disable_lora()
             return
+        self._set_adapters(active)
+
+    def _set_adapters(self, active: Sequence[tuple[str, LoraStrength]]) -> None:
+        """Switch LoRA on with these adapters at these strengths: one number, or the UNet and the text encoder(s)
+        each at its own (diffusers' per-component weights)."""
         self.pipe.enable_lora()
         parts = self.pipe.get_list_adapters() if any(w.te != w.unet for _, w in active) else {}
         weights = [w.unet if w.te == w.unet else
@@ -326,12 +331,7 @@ class Generator:
         rows = ["__base__" if item is None or not _as_strength(item[1]) else names[str(Path(item[0]).resolve())]
                 for item in loras]
         if names:
-            self.pipe.enable_lora()
-            parts = self.pipe.get_list_adapters() if any(w.te != w.unet for w in uses.values()) else {}
-            weights = [w.unet if w.te == w.unet else
-                       {part: (w.unet if part == "unet" else w.te) for part, ns in parts.items() if names[p] in ns}
-                       for p, w in uses.items()]
-            self.pipe.set_adapters(list(names.values()), adapter_weights=weights)
+            self._set_adapters([(names[p], w) for p, w in uses.items()])
 
         def per_row(module, args, kwargs):  # each LoRA layer: which adapter each row of its input uses
             n = len(args[0]) if args else len(next(iter(kwargs.values())))
