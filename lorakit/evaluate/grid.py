@@ -114,8 +114,11 @@ def mixed_groups(cells: list[Cell], batch_size: int, can_mix) -> tuple[list[list
     bundled words), are left for ``batch_groups``."""
     by_settings: dict[tuple, dict[tuple, Cell]] = {}
     rest: list[Cell] = []
+    mixable: dict[str, bool] = {}  # per file, asked once (a header read), not once per cell
     for c in cells:
-        plain = not parse_prompt(c.prompt)[1] and (not c.checkpoint or not c.strength or can_mix(c.checkpoint))
+        if c.checkpoint and c.checkpoint not in mixable:
+            mixable[c.checkpoint] = can_mix(c.checkpoint)
+        plain = not parse_prompt(c.prompt)[1] and (not c.checkpoint or not c.strength or mixable[c.checkpoint])
         if not plain:
             rest.append(c)
             continue
