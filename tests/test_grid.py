@@ -371,3 +371,41 @@ def test_sdxl_cells_mix_in_a_batch_like_sd1(tiny_sdxl, tmp_path):
         diff = np.abs(np.asarray(alone, float) - np.asarray(image, float))
         assert diff.max() <= 2 and diff.mean() < 0.05, lora
     assert not np.array_equal(np.asarray(mixed[0]), np.asarray(mixed[2])), "the LoRA changes the picture"
+
+
+def test_stacked_lora_rows_match_peft_mixed_batches(project, gen, monkeypatch):
+    """The stacked path (every file's down- and up-projections in one pass per layer) draws what peft's own mixed
+    batch draws, within rounding, and is the path a plain LoRA takes; a layer that does not stack falls back."""
+    from lorakit.evaluate import mixed_batch
+
+    ck = project.checkpoints()
+    loras = [None, (ck[0], 1.0), (ck[1], 0.5), (ck[-1], 0.75)]
+    prompts, seeds = ["zkx, thing"] * 4, [1, 2, 3, 4]
+    entered = []
+    real_enter = mixed_batch.StackedRows.__enter__
+    monkeypatch.setattr(mixed_batch.StackedRows, "__enter__", lambda self: entered.append(self) or real_enter(self))
+    stacked = gen.generate_mixed(prompts, seeds=seeds, loras=loras, **FAST)
+    assert len(entered) == 1 and entered[0].layers, "a plain LoRA file stacks"
+    assert not entered[0]._hooks, "the hooks are gone after the call"
+    monkeypatch.setattr(mixed_batch.StackedRows, "fits", lambda self: False)
+    peft_way = gen.generate_mixed(prompts, seeds=seeds, loras=loras, **FAST)
+    assert len(entered) == 1, "a batch that does not stack takes peft's path"
+    for a, b in zip(stacked, peft_way, strict=True):
+        diff = np.abs(np.asarray(a, float) - np.asarray(b, float))
+        assert diff.max() <= 2 and diff.mean() < 0.05
+    assert not np.array_equal(np.asarray(stacked[1]), np.asarray(stacked[0])), "the LoRA changes the picture"
+
+
+def test_a_layer_with_a_bias_or_dora_does_not_stack():
+    from peft import LoraConfig, get_peft_model
+
+    from lorakit.evaluate.mixed_batch import StackedRows
+
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Conv2d(8, 8, 3, padding=1))
+    plain = get_peft_model(torch.nn.Sequential(torch.nn.Linear(8, 8)), LoraConfig(r=2, target_modules=["0"]))
+    assert StackedRows([plain], ["default"]).fits()
+    dora = get_peft_model(net, LoraConfig(r=2, target_modules=["0", "1"], use_dora=True))
+    assert not StackedRows([dora], ["default", "__base__"]).fits()
+    biased = get_peft_model(torch.nn.Sequential(torch.nn.Linear(8, 8)),
+                            LoraConfig(r=2, target_modules=["0"], lora_bias=True))
+    assert not StackedRows([biased], ["default"]).fits()

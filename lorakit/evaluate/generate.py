@@ -307,10 +307,13 @@ class Generator:
                        steps: int = 20, cfg: float = 7.0, width: int | None = None, height: int | None = None,
                        sampler: str = "Euler a") -> list[Image.Image]:
         """One image per (prompt, seed, LoRA) in one pipeline call: each image with its own LoRA file and strength
-        (None = the base model), through peft's mixed-batch adapters. The images equal those of ``generate_batch``
+        (None = the base model): the files' LoRA layers stacked (``mixed_batch.StackedRows``), or peft's mixed-batch
+        adapters where a layer does not stack. The images equal those of ``generate_batch``
         one LoRA at a time. A file may appear at one strength per call; files must pass ``can_mix``; prompts carry
         no <lora:...> tags."""
         from peft.tuners.lora import LoraLayer
+
+        from lorakit.evaluate.mixed_batch import StackedRows
 
         if not (len(prompts) == len(seeds) == len(loras)):
             raise GenerateError("generate_mixed needs one seed and one LoRA (or None) per prompt.")
@@ -333,26 +336,31 @@ class Generator:
         if names:
             self._set_adapters([(names[p], w) for p, w in uses.items()])
 
-        def per_row(module, args, kwargs):  # each LoRA layer: which adapter each row of its input uses
-            n = len(args[0]) if args else len(next(iter(kwargs.values())))
-            if n % len(rows):
-                raise GenerateError(f"a mixed batch of {len(rows)} images met a layer input of {n} rows.")
-            kwargs["adapter_names"] = rows * (n // len(rows))  # classifier-free guidance: [negative, positive]
-            return args, kwargs
-
         models = [self.pipe.unet, *self.base.text_encoders]
-        hooks = [m.register_forward_pre_hook(per_row, with_kwargs=True)
-                 for model in models for m in model.modules() if isinstance(m, LoraLayer)] if names else []
-        try:
+        with contextlib.ExitStack() as active:
+            stacked = StackedRows(models, rows)
+            if names and stacked.fits():  # each file's change added to its own rows, one pass per layer
+                self.pipe.disable_lora()  # peft draws the base model; the hooks add the LoRA at the scales just set
+                active.enter_context(stacked)
+            elif names:  # peft's own mixed batch, for a layer that does not stack
+
+                def per_row(module, args, kwargs):  # each LoRA layer: which adapter each row of its input uses
+                    n = len(args[0]) if args else len(next(iter(kwargs.values())))
+                    if n % len(rows):
+                        raise GenerateError(f"a mixed batch of {len(rows)} images met a layer input of {n} rows.")
+                    kwargs["adapter_names"] = rows * (n // len(rows))  # CFG: [negative, positive]
+                    return args, kwargs
+
+                for model in models:
+                    for m in model.modules():
+                        if isinstance(m, LoraLayer):
+                            active.callback(m.register_forward_pre_hook(per_row, with_kwargs=True).remove)
             self.pipe.scheduler = make_scheduler(self.pipe.scheduler.config, sampler)
             out = self.pipe(
                 prompt=list(prompts),
                 negative_prompt=[negative_prompt] * len(prompts) if negative_prompt or cfg > 1 else None,
                 num_inference_steps=steps, guidance_scale=cfg, width=width, height=height,
                 generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds], output_type="pil")
-        finally:
-            for h in hooks:
-                h.remove()
         return list(out.images)
 
     def generate(self, prompt: str, *, seed: int = 0, **kwargs) -> Image.Image:
