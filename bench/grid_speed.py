@@ -1,7 +1,7 @@
 """Grid speed: 5 checkpoints × 6 strengths, lorakit's grid against a plain diffusers pipeline loop.
 
     OMP_NUM_THREADS=1 python bench/grid_speed.py                  # 20 steps, Euler a, 64 px tiny SD1
-    OMP_NUM_THREADS=1 python bench/grid_speed.py --model toy      # the demo's toy base (data/toy-base, 128 px)
+    OMP_NUM_THREADS=1 python bench/grid_speed.py --model toy      # the demo's toy base (data/toy-base, 32 px images)
     OMP_NUM_THREADS=1 python bench/grid_speed.py --steps 4 --seeds 4
 
 Trains a 5-epoch LoRA on 4 random images first (a checkpoint per epoch; not timed), loads the model and warms
