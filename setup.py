@@ -13,7 +13,8 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED = {"data": "**/*", "notebooks": "*.ipynb"}  # repository folder -> the files of it that ship
-SKIP = {"__pycache__", ".ipynb_checkpoints", ".DS_Store"}
+SKIP = {"__pycache__", ".ipynb_checkpoints", ".DS_Store",
+        "toy-base-2"}  # the second toy world's base: for bench/ and the tests of a checkout, not for users
 
 
 class build_py_with_shipped(build_py):  # noqa: N801 - setuptools' command naming

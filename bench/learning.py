@@ -4,8 +4,12 @@
     OMP_NUM_THREADS=1 python bench/learning.py --epochs 3 --n 12
     OMP_NUM_THREADS=1 python bench/learning.py --seeds 42,43,44 --score-epochs 8,16,24   # means over 3 runs
     OMP_NUM_THREADS=1 python bench/learning.py --seeds 42,43,44 --eval-seed 3000   # on other sampling seeds
+    OMP_NUM_THREADS=1 python bench/learning.py --world second --seeds 42,43,44     # the world never tuned on
 
-The base model is data/toy-base; the concept is the toy world's cross under the trigger word (data/demo).
+--world demo (the default): the base model is data/toy-base; the concept is the toy world's cross under the
+trigger word (data/demo). --world second: lorakit.demo.worlds.SECOND, another base (data/toy-base-2: other seed,
+widths and shapes) and another concept (a crescent, ``zorb``, 16 images); the recipe is the demo's, carried over as
+a user would: only the base model, the dataset, the trigger word (output name, sample prompts) changed.
 For each checkpoint (epoch) × strength it samples prompts and scores them with lorakit.demo.scorer:
   likeness      the trigger prompt draws the concept's shape
   adaptability  ... in the colour and on the background asked for (all pairs; `unseen` = pairs absent
@@ -35,6 +39,7 @@ from lorakit.config.schema import TrainConfig  # noqa: E402
 from lorakit.demo import toyworld as tw  # noqa: E402
 from lorakit.demo.recipe import demo_config  # noqa: E402
 from lorakit.demo.scorer import score_batch  # noqa: E402
+from lorakit.demo.worlds import DEMO, WORLDS, World  # noqa: E402
 from lorakit.project import Project  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,23 +79,30 @@ class Cell:
     checkpoint: str = ""
 
 
-def prepare_project(root: Path, spec: tw.DemoSpec | None = None) -> Project:
-    """A fresh project holding the demo dataset (dataset/<r>_<trigger>/) and its reg images (dataset/reg/)."""
-    spec = spec or tw.DemoSpec()
+def prepare_project(root: Path, world: World = DEMO) -> Project:
+    """A fresh project holding the world's concept images (dataset/<r>_<trigger>/) and reg images (dataset/reg/)."""
     shutil.rmtree(root, ignore_errors=True)
     project = Project.create(root)
-    tw.write_concept_dataset(project.dataset_dir, spec)
-    tw.write_reg_dataset(project.reg_dir, spec)
+    world.write_dataset(project.dataset_dir, project.reg_dir)
     return project
 
 
-def train_demo(project: Project, cfg: TrainConfig) -> tuple[list[Path], float]:
+def carry_over(cfg: TrainConfig, world: World) -> TrainConfig:
+    """The demo recipe moved to ``world`` as a user would: base model, trigger word (output name, prompts)."""
+    cfg.model.base_model = str(world.base_dir)
+    cfg.saving.output_name = world.trigger
+    cfg.sampling.sample_prompts = [p.replace(tw.TRIGGER, world.trigger) for p in cfg.sampling.sample_prompts]
+    return cfg.validate()
+
+
+def train_demo(project: Project, cfg: TrainConfig) -> tuple[list[Path], float, float]:
     """Train with lorakit's own trainer; returns the checkpoints in epoch order and the seconds it took."""
     from lorakit.train.loop import train
 
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     result = train(project, cfg)
-    return list(result.checkpoints), time.time() - t0
+    # CPU time too: what a machine shared with other jobs does not inflate (the trainer runs in this process)
+    return list(result.checkpoints), time.time() - t0, time.process_time() - cpu0
 
 
 def _images(gen, prompts: list[str], seeds: list[int], lora: Path | None, strength: float, spec: EvalSpec):
@@ -98,14 +110,14 @@ def _images(gen, prompts: list[str], seeds: list[int], lora: Path | None, streng
     return gen.generate_batch(prompts, seeds=seeds, loras=loras, steps=spec.steps, cfg=spec.cfg, sampler=spec.sampler)
 
 
-def evaluate(gen, lora: Path | None, strength: float, spec: EvalSpec, epoch: int = 0) -> Cell:
+def evaluate(gen, lora: Path | None, strength: float, spec: EvalSpec, epoch: int = 0, world: World = DEMO) -> Cell:
     """Score one checkpoint at one strength on trigger prompts (seen and unseen pairs) and ordinary prompts."""
-    seen = tw.concept_eval_set(spec.n_seen, seen=True)
-    unseen = tw.concept_eval_set(spec.n_unseen, seen=False)
-    ordinary = tw.base_eval_set(spec.n_ordinary)
+    seen = world.concept_eval_set(spec.n_seen, seen=True)
+    unseen = world.concept_eval_set(spec.n_unseen, seen=False)
+    ordinary = world.base_eval_set(spec.n_ordinary)
     concept = seen + unseen
     seeds = [spec.seed + i for i in range(len(concept))]
-    c_imgs = _images(gen, [e.prompt(tw.TRIGGER) for e in concept], seeds, lora, strength, spec)
+    c_imgs = _images(gen, [e.prompt(world.trigger) for e in concept], seeds, lora, strength, spec)
     c_score = score_batch(c_imgs, concept)
     u_score = score_batch(c_imgs[len(seen):], unseen)
     o_imgs = _images(gen, [e.prompt() for e in ordinary], [spec.seed + 500 + i for i in range(len(ordinary))],
@@ -137,28 +149,30 @@ def best_cell(cells: list[Cell], min_ordinary: float = 0.9) -> Cell:
 
 
 def run(workdir: Path, cfg: TrainConfig, strengths: list[float], spec: EvalSpec, epochs_to_score: list[int] | None,
-        base: Path = BASE_MODEL) -> dict:
-    """Train the demo LoRA, score the base model and every (epoch, strength); returns all the figures."""
+        base: Path = BASE_MODEL, world: World = DEMO) -> dict:
+    """Train the world's LoRA, score the base model and every (epoch, strength); returns all the figures."""
     from lorakit.evaluate.generate import Generator
 
-    project = prepare_project(workdir)
+    project = prepare_project(workdir, world)
     cfg.model.base_model = str(base)
-    checkpoints, train_seconds = train_demo(project, cfg)
+    checkpoints, train_seconds, cpu_seconds = train_demo(project, cfg)
     n_epochs = cfg.training.max_train_epochs
     by_epoch = {epoch_of(p, n_epochs): p for p in checkpoints}
-    print(f"trained {len(checkpoints)} checkpoints in {train_seconds:.0f}s", flush=True)
+    print(f"trained {len(checkpoints)} checkpoints in {train_seconds:.0f}s ({cpu_seconds / 60:.1f} CPU-minutes)",
+          flush=True)
     gen = Generator(str(base))
     t0 = time.time()
-    cells = [evaluate(gen, None, 0.0, spec)]
+    cells = [evaluate(gen, None, 0.0, spec, world=world)]
     for epoch in sorted(by_epoch):
         if epochs_to_score and epoch not in epochs_to_score:
             continue
         for s in strengths:
-            cells.append(evaluate(gen, by_epoch[epoch], s, spec, epoch))
+            cells.append(evaluate(gen, by_epoch[epoch], s, spec, epoch, world))
             print(format_table(cells[-1:]).splitlines()[1], flush=True)
     eval_seconds = time.time() - t0
     recommended = next((c for c in cells if c.epoch == n_epochs and c.strength == RECOMMENDED_STRENGTH), cells[-1])
-    return {"cells": cells, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+    return {"cells": cells, "train_seconds": train_seconds, "train_cpu_seconds": cpu_seconds,
+            "eval_seconds": eval_seconds,
             "recommended": recommended, "best": best_cell(cells), "base": cells[0]}
 
 
@@ -199,13 +213,17 @@ def main(argv: list[str] | None = None) -> None:
                         "one run is one draw, so compare recipes over several")
     parser.add_argument("--eval-seed", type=int, default=EvalSpec.seed,
                         help="first seed of the sampled prompts; another value scores on prompts no recipe was tuned on")
-    parser.add_argument("--base", type=Path, default=BASE_MODEL, help="the base model folder (default: data/toy-base)")
+    parser.add_argument("--world", choices=list(WORLDS), default="demo",
+                        help="demo: the toy base and the cross; second: a base and concept the recipe was never tuned on")
+    parser.add_argument("--base", type=Path, default=None, help="the base model folder (default: the world's)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    cfg = demo_config()
+    world = WORLDS[args.world]
+    cfg = carry_over(demo_config(), world)
+    base = args.base or world.base_dir
     if args.epochs:
         cfg.training.max_train_epochs = args.epochs
     for item in args.set:
@@ -220,11 +238,12 @@ def main(argv: list[str] | None = None) -> None:
         for seed in seeds:
             print(f"--- training seed {seed}", flush=True)
             cfg.training.seed = seed
-            runs.append(run(workdir / f"seed-{seed}", cfg, strengths, spec, score_epochs or None, args.base))
+            runs.append(run(workdir / f"seed-{seed}", cfg, strengths, spec, score_epochs or None, base, world))
         cells, spread = mean_cells([r["cells"] for r in runs])
         recommended = next(c for c in cells if (c.epoch, c.strength) == (runs[0]["recommended"].epoch,
                                                                              runs[0]["recommended"].strength))
         out = {"cells": cells, "train_seconds": sum(r["train_seconds"] for r in runs) / len(runs),
+               "train_cpu_seconds": sum(r["train_cpu_seconds"] for r in runs) / len(runs),
                "eval_seconds": sum(r["eval_seconds"] for r in runs), "recommended": recommended,
                "best": best_cell(cells), "base": cells[0], "seeds": seeds,
                "runs": [[asdict(c) for c in r["cells"]] for r in runs]}
@@ -237,10 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if seeds:
             cfg.training.seed = seeds[0]
-        out = run(workdir, cfg, strengths, spec, score_epochs or None, args.base)
+        out = run(workdir, cfg, strengths, spec, score_epochs or None, base, world)
         print()
         print(format_table(out["cells"]))
-    print(f"\ntraining {out['train_seconds']:.0f}s, scoring {out['eval_seconds']:.0f}s; "
+    print(f"\ntraining {out['train_seconds']:.0f}s ({out['train_cpu_seconds'] / 60:.1f} CPU-minutes), "
+          f"scoring {out['eval_seconds']:.0f}s; "
           f"base model likeness {out['base'].likeness:.2f}")
     b, r = out["best"], out["recommended"]
     print(f"best: epoch {b.epoch} strength {b.strength}; recommended: epoch {r.epoch} strength {r.strength} "

@@ -19,7 +19,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,18 +75,27 @@ def build_vae():
     )
 
 
-def build_text_encoder(tokenizer):
-    """A 3-layer, 64-wide CLIP text encoder."""
+@dataclass(frozen=True)
+class Shape:
+    """The sizes of the base model's networks (the demo's base by default)."""
+
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    text_width: int = 64
+    text_layers: int = 3
+
+
+def build_text_encoder(tokenizer, shape: Shape = Shape()):
+    """A CLIP text encoder, 3 layers × 64 wide for the demo's base."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=2,
+        hidden_size=shape.text_width,
+        intermediate_size=2 * shape.text_width,
+        num_hidden_layers=shape.text_layers,
+        num_attention_heads=shape.text_width // 32,
         max_position_embeddings=tokenizer.model_max_length,
-        projection_dim=64,
+        projection_dim=shape.text_width,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -95,8 +104,8 @@ def build_text_encoder(tokenizer):
     return CLIPTextModel(config)
 
 
-def build_unet():
-    """A 1.7M-parameter UNet2DConditionModel on 16×16×4 latents; the first block without attention."""
+def build_unet(shape: Shape = Shape()):
+    """A UNet2DConditionModel on 16×16×4 latents (1.7M parameters for the demo's base); no attention at 16×16."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
@@ -105,9 +114,9 @@ def build_unet():
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64, 64),
+        block_out_channels=shape.unet_channels,
         layers_per_block=1,
-        cross_attention_dim=64,
+        cross_attention_dim=shape.text_width,
         attention_head_dim=8,
         norm_num_groups=8,
     )
@@ -196,12 +205,13 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def train_diffusion(log: Log, latents: torch.Tensor, ids: torch.Tensor, empty_ids: torch.Tensor,
-                    tokenizer, minutes: float, seed: int, models=None, peak_lr: float = 1e-3):
+                    tokenizer, minutes: float, seed: int, models=None, peak_lr: float = 1e-3,
+                    shape: Shape = Shape()):
     """Train UNet + text encoder (new, or ``models`` to continue) for a time budget; returns the EMA copies."""
     from diffusers import DDPMScheduler
 
     torch.manual_seed(seed)
-    unet, te = models or (build_unet(), build_text_encoder(tokenizer))
+    unet, te = models or (build_unet(shape), build_text_encoder(tokenizer, shape))
     unet.train()
     te.train()
     noise_sched = DDPMScheduler(**SCHEDULER_KWARGS)
@@ -341,8 +351,10 @@ def sheet(images, asked, path: Path, cols: int = 15) -> None:
 def write_log(out: Path, log: Log) -> None:
     """TRAINING_LOG.md: the recipe, the figures and the raw log."""
     f = log.figures
+    net = f.get("networks", asdict(Shape()))
+    shapes = f.get("shapes", tw.BASE_SHAPES)
     text = [
-        "# toy-base: training log",
+        f"# {out.name}: training log",
         "",
         "Made by `scripts/train_toy_base.py` on one CPU core (OMP_NUM_THREADS=1), in stages: the first run, then "
         "any `--continue-minutes` runs, each a new warm-up and cosine (see `optimizer` below). Diffusers folder, "
@@ -351,20 +363,21 @@ def write_log(out: Path, log: Log) -> None:
         "",
         "- VAE: AutoencoderKL, block_out_channels 16/32, f=2: 32×32×3 scenes ↔ 16×16×4 latents; MSE + 1e-4 KL; "
         "`scaling_factor` = 1/std of the latents.",
-        "- UNet: UNet2DConditionModel, block_out_channels 32/64/64, DownBlock2D first (no attention at 16×16), "
-        "layers_per_block 1, cross-attention dim 64.",
-        "- Text encoder: CLIPTextModel, 3 layers, 64 wide, trained jointly with the UNet; tokenizer from "
-        "`lorakit.models.tiny.make_tokenizer` with the toy words and spare trigger words (blicket, dax, wug, ...) as single "
-        "tokens.",
+        f"- UNet: UNet2DConditionModel, block_out_channels {'/'.join(map(str, net['unet_channels']))}, DownBlock2D "
+        f"first (no attention at 16×16), layers_per_block 1, cross-attention dim {net['text_width']}.",
+        f"- Text encoder: CLIPTextModel, {net['text_layers']} layers, {net['text_width']} wide, trained jointly with "
+        "the UNet; tokenizer from `lorakit.models.tiny.make_tokenizer` with the toy words and spare trigger words "
+        "(blicket, dax, wug, ...) as single tokens.",
         "- Diffusion: v-prediction with zero terminal SNR (`rescale_betas_zero_snr`), trailing timesteps; saved "
         "scheduler Euler a. Batch 32, EMA 0.999, 10% empty captions (for CFG).",
-        "- Data: scenes of `lorakit.demo.toyworld` (circle/square/triangle × 7 colours × 6 backgrounds); 1 in 8 "
+        f"- Data: scenes of `lorakit.demo.toyworld` ({'/'.join(shapes)} × 7 colours × 6 backgrounds); 1 in 8 "
         "(shape, colour, background) triples is held out of pretraining and appears only in the evaluation.",
         *(["- Extra shapes (`--extra-shapes`), named by spare words, in the stages that list them: "
            + ", ".join(f"`{k}` = {v}" for k, v in f["extra_shapes"].items())
            + "; evaluated like the others (`eval_extra_shapes`, images in `eval_extra_samples.png`). Never the "
            "cross."] if f.get("extra_shapes") else []),
-        "- Evaluation: every one of the 126 triples once (25 steps, CFG 4, Euler a, 32×32), read by "
+        f"- Evaluation: every one of the {len(tw.all_triples(tuple(shapes)))} triples once (25 steps, CFG 4, Euler a, "
+        "32×32), read by "
         "`lorakit.demo.scorer`; the images are in `eval_samples.png` (row by row, in the order of the log).",
         "",
         "## Figures",
@@ -383,13 +396,13 @@ def write_log(out: Path, log: Log) -> None:
     (out / "TRAINING_LOG.md").write_text("\n".join(text), encoding="utf-8")
 
 
-def continue_training(args, log: Log) -> None:
+def continue_training(args, log: Log, shapes: tuple[str, ...]) -> None:
     """Load the saved pipeline and train its UNet + text encoder further (a second, lower-lr cosine)."""
     from diffusers import StableDiffusionPipeline
 
     t0 = time.time()
     pipe = StableDiffusionPipeline.from_pretrained(args.out, local_files_only=True)
-    scenes, pixels = scene_images(args.n_scenes, seed=0, shapes=(*tw.BASE_SHAPES, *args.extra_shapes))
+    scenes, pixels = scene_images(args.n_scenes, seed=1_000_000 * args.seed, shapes=shapes)
     latents = encode_all(pipe.vae, pixels) * pipe.vae.config.scaling_factor
     ids = token_ids(pipe.tokenizer, [s.caption() for s in scenes])
     empty = token_ids(pipe.tokenizer, [""])[0]
@@ -402,7 +415,7 @@ def continue_training(args, log: Log) -> None:
     f["total_minutes"] = round(f["total_minutes"] + (time.time() - t0) / 60, 1)
     f["size_mb"] = round(folder_mb(args.out), 1)
     f["optimizer"] += f"; then continued {args.continue_minutes} min at peak lr {args.continue_lr}" + (
-        f" on scenes of {len(tw.BASE_SHAPES) + len(args.extra_shapes)} shapes" if args.extra_shapes else "")
+        f" on scenes of {len(shapes)} shapes" if args.extra_shapes else "")
     _record_extra_shapes(f, args.extra_shapes)
     (args.out / "figures.json").write_text(json.dumps(f, indent=2))
     (args.out / "train.log").write_text("\n".join(log.lines))
@@ -437,10 +450,23 @@ def main(argv: list[str] | None = None) -> None:
                         help="also pretrain on these shapes named by spare words (comma-separated, or 'all'): "
                              + ", ".join(f"{k} = {v}" for k, v in tw.EXTRA_SHAPES.items()))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--world", choices=["demo", "second"], default="demo",
+                        help="second: the base of lorakit.demo.worlds.SECOND (its shapes, widths and folder; seed 1), "
+                             "which the demo's recipe was never tuned on")
     parser.add_argument("--note", action="append", default=[],
                         help="a sentence for the log about this run (e.g. how loaded the machine was)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    shape, pretrain_shapes = Shape(), (*tw.BASE_SHAPES, *args.extra_shapes)
+    if args.world == "second":
+        from lorakit.demo.worlds import SECOND
+
+        shape = Shape(SECOND.unet_channels, SECOND.text_width, SECOND.text_layers)
+        pretrain_shapes = SECOND.base_shapes
+        if args.out == parser.get_default("out"):
+            args.out = SECOND.base_dir
+        if args.seed == parser.get_default("seed"):
+            args.seed = 1
     log = Log()
     fig_path = args.out / "figures.json"
     if args.eval_only or args.continue_minutes:
@@ -448,13 +474,13 @@ def main(argv: list[str] | None = None) -> None:
         log.lines = (args.out / "train.log").read_text().splitlines()
     log.figures.setdefault("notes", []).extend(args.note)
     if args.continue_minutes:
-        continue_training(args, log)
+        continue_training(args, log, pretrain_shapes)
     elif not args.eval_only:
         t0 = time.time()
         tokenizer = make_tokenizer(tw.tokenizer_words())
         vae = train_vae(log, args.vae_steps, args.seed)
         log.figures["vae_psnr_base_shapes"] = round(vae_quality(vae, log), 1)
-        scenes, pixels = scene_images(args.n_scenes, seed=0, shapes=(*tw.BASE_SHAPES, *args.extra_shapes))
+        scenes, pixels = scene_images(args.n_scenes, seed=1_000_000 * args.seed, shapes=pretrain_shapes)
         _record_extra_shapes(log.figures, args.extra_shapes)
         latents = encode_all(vae, pixels)
         std = latents.std().item()
@@ -463,19 +489,21 @@ def main(argv: list[str] | None = None) -> None:
         log.say(f"{len(scenes)} scenes encoded; latent std {std:.3f} -> scaling_factor {1 / std:.4f}")
         ids = token_ids(tokenizer, [s.caption() for s in scenes])
         empty = token_ids(tokenizer, [""])[0]
-        unet, te = train_diffusion(log, latents, ids, empty, tokenizer, args.minutes, args.seed)
+        unet, te = train_diffusion(log, latents, ids, empty, tokenizer, args.minutes, args.seed, shape=shape)
         save_pipeline(args.out, vae, unet, te, tokenizer)
         log.figures.update(
             params={"unet": n_params(unet), "text_encoder": n_params(te), "vae": n_params(vae)},
             total_minutes=round((time.time() - t0) / 60, 1), size_mb=round(folder_mb(args.out), 1),
-            n_scenes=len(scenes), batch=32, optimizer="AdamW 1e-3, wd 1e-2, warm-up 200, cosine to 10% over time",
+            n_scenes=len(scenes), shapes=list(pretrain_shapes), seed=args.seed, networks=asdict(shape), batch=32, optimizer="AdamW 1e-3, wd 1e-2, warm-up 200, cosine to 10% over time",
             ema=0.999, caption_dropout=0.1, scheduler=SCHEDULER_KWARGS,
         )
         fig_path.write_text(json.dumps(log.figures, indent=2))
         (args.out / "train.log").write_text("\n".join(log.lines))
     if args.eval:
         log.figures["scorer_accuracy"] = scorer_accuracy(log)
-        log.figures["eval"] = evaluate(args.out, log, args.eval)
+        known = tuple(log.figures.get("shapes", tw.BASE_SHAPES))
+        log.figures["eval"] = evaluate(args.out, log, args.eval if args.world == "demo" else 7 * 42,
+                                       shapes=known if args.world == "second" else tw.BASE_SHAPES)
         if extra := tuple(log.figures.get("extra_shapes", ())):
             log.figures["eval_extra_shapes"] = evaluate(args.out, log, args.eval, shapes=extra,
                                                         sheet_name="eval_extra_samples.png")

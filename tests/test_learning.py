@@ -109,7 +109,7 @@ def test_demo_lora_learns_the_concept_without_leaking(tmp_path):
     cfg.sampling.sample_every_n_epochs = 0
     cfg.model.base_model = str(BASE)
     project = learning.prepare_project(tmp_path / "demo")
-    checkpoints, _ = learning.train_demo(project, cfg)
+    checkpoints, _, _ = learning.train_demo(project, cfg)
     assert [p.name for p in checkpoints] == ["blicket.safetensors"]
     spec = learning.EvalSpec(n_seen=8, n_unseen=16, n_ordinary=16)
     gen = Generator(str(BASE))

@@ -60,6 +60,7 @@ def test_the_wheel_carries_the_demo_model_data_and_notebooks(wheel):
         assert shipped and {f"lorakit/{p}" for p in shipped} <= names, f"demo {kind} files missing from the wheel"
     assert {f"lorakit/notebooks/{n}.ipynb" for n in NOTEBOOKS} <= names
     assert "lorakit/models/data/clip_bpe_merges.txt.gz" in names  # the CLIP vocabulary of lone checkpoints
+    assert not [n for n in names if n.startswith("lorakit/data/toy-base-2/")], "the second world is for bench/ only"
     assert not [n for n in names if n.startswith(("lorakit/notebooks/src", "tests/", "data/", "notebooks/"))]
     dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
     metadata = zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA").decode()
