@@ -149,17 +149,25 @@ def best_cell(cells: list[Cell], min_ordinary: float = 0.9) -> Cell:
 
 
 def run(workdir: Path, cfg: TrainConfig, strengths: list[float], spec: EvalSpec, epochs_to_score: list[int] | None,
-        base: Path = BASE_MODEL, world: World = DEMO) -> dict:
-    """Train the world's LoRA, score the base model and every (epoch, strength); returns all the figures."""
+        base: Path = BASE_MODEL, world: World = DEMO, rescore: bool = False) -> dict:
+    """Train the world's LoRA, score the base model and every (epoch, strength); returns all the figures.
+
+    rescore: score the checkpoints an earlier run left in ``workdir`` again instead of training (a scorer mended,
+    other prompts); the training times are then unknown (0).
+    """
     from lorakit.evaluate.generate import Generator
 
-    project = prepare_project(workdir, world)
     cfg.model.base_model = str(base)
-    checkpoints, train_seconds, cpu_seconds = train_demo(project, cfg)
+    if rescore:
+        checkpoints, train_seconds, cpu_seconds = Project.open(workdir).checkpoints(cfg.saving.output_name), 0.0, 0.0
+        if not checkpoints:
+            raise SystemExit(f"--rescore: no {cfg.saving.output_name}*.safetensors in {workdir}/output")
+    else:
+        checkpoints, train_seconds, cpu_seconds = train_demo(prepare_project(workdir, world), cfg)
     n_epochs = cfg.training.max_train_epochs
     by_epoch = {epoch_of(p, n_epochs): p for p in checkpoints}
-    print(f"trained {len(checkpoints)} checkpoints in {train_seconds:.0f}s ({cpu_seconds / 60:.1f} CPU-minutes)",
-          flush=True)
+    print(f"{'found' if rescore else 'trained'} {len(checkpoints)} checkpoints in {train_seconds:.0f}s "
+          f"({cpu_seconds / 60:.1f} CPU-minutes)", flush=True)
     gen = Generator(str(base))
     t0 = time.time()
     cells = [evaluate(gen, None, 0.0, spec, world=world)]
@@ -218,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", type=Path, default=None, help="the base model folder (default: the world's)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the checkpoints already in --workdir (per seed: <workdir>/seed-N) without training")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -229,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     for item in args.set:
         apply_override(cfg, item)
     spec = eval_spec(args.n, args.eval_seed)
+    if args.rescore and not args.workdir:
+        raise SystemExit("--rescore needs --workdir: the folder of the run whose checkpoints to score")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lorakit-bench-"))
     score_epochs = [int(e) for e in args.score_epochs.split(",") if e]
     strengths = [float(s) for s in args.strengths.split(",")]
@@ -238,7 +250,8 @@ def main(argv: list[str] | None = None) -> None:
         for seed in seeds:
             print(f"--- training seed {seed}", flush=True)
             cfg.training.seed = seed
-            runs.append(run(workdir / f"seed-{seed}", cfg, strengths, spec, score_epochs or None, base, world))
+            runs.append(run(workdir / f"seed-{seed}", cfg, strengths, spec, score_epochs or None, base, world,
+                            args.rescore))
         cells, spread = mean_cells([r["cells"] for r in runs])
         recommended = next(c for c in cells if (c.epoch, c.strength) == (runs[0]["recommended"].epoch,
                                                                              runs[0]["recommended"].strength))
@@ -256,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if seeds:
             cfg.training.seed = seeds[0]
-        out = run(workdir, cfg, strengths, spec, score_epochs or None, base, world)
+        out = run(workdir, cfg, strengths, spec, score_epochs or None, base, world, args.rescore)
         print()
         print(format_table(out["cells"]))
     print(f"\ntraining {out['train_seconds']:.0f}s ({out['train_cpu_seconds'] / 60:.1f} CPU-minutes), "

@@ -108,7 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n", type=int, default=0, help="scale the number of prompts (0 = bench/learning's)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the minute-N checkpoints already in --workdir without training")
     args = parser.parse_args(argv)
+    if args.rescore and not args.workdir:
+        raise SystemExit("--rescore needs --workdir: the folder of the run whose checkpoints to score")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from learning import eval_spec
@@ -118,7 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     world = WORLDS[args.world]
     save_at = [float(m) for m in args.save_at.split(",") if m] or [args.minutes]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lorakit-minimal-"))
-    saved = train_minimal(world, workdir, max(save_at), save_at, seed=args.seed)
+    if args.rescore:
+        saved = sorted((float(d.name.removeprefix("minute-")), d / "pytorch_lora_weights.safetensors")
+                       for d in workdir.glob("minute-*") if (d / "pytorch_lora_weights.safetensors").is_file())
+    else:
+        saved = train_minimal(world, workdir, max(save_at), save_at, seed=args.seed)
     spec: EvalSpec = eval_spec(args.n)
     gen = Generator(str(world.base_dir))
     cells = [evaluate(gen, None, 0.0, spec, world=world)]

@@ -46,3 +46,25 @@ def test_a_world_writes_its_dataset_in_kohya_layout(tmp_path):
     assert len(images) == SECOND.n_concept and len(list(reg.glob("*.png"))) == SECOND.n_reg
     assert images[0].with_suffix(".txt").read_text().strip() == SECOND.concept_scenes()[0].caption("zorb")
     assert "zorb" in images[0].with_suffix(".txt").read_text()
+
+
+def test_the_second_base_loads_offline_and_draws_its_shapes_but_no_crescent():
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from lorakit.demo.scorer import score_batch
+
+    torch.set_num_threads(1)
+    assert not list(SECOND.base_dir.rglob("*.bin")), "weights must be safetensors"
+    pipe = StableDiffusionPipeline.from_pretrained(SECOND.base_dir, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.unet.config.block_out_channels == list(SECOND.unet_channels)
+    assert pipe.text_encoder.config.hidden_size == SECOND.text_width
+    asked = [tw.Expected(*t) for t in tw.all_triples(SECOND.base_shapes)[5::25]]  # every shape, a few pairs each
+    trigger = SECOND.concept_eval_set(6)
+    images = pipe([e.prompt() for e in asked] + [e.prompt(SECOND.trigger) for e in trigger], num_inference_steps=20,
+                  guidance_scale=4.0, generator=[torch.Generator().manual_seed(i) for i in range(len(asked) + 6)]).images
+    result = score_batch(images[: len(asked)], asked)
+    assert {e.shape for e in asked} == set(SECOND.base_shapes)
+    assert result.correct >= 0.8, [i for i in result.items if not i["correct"]]  # 0.95 over all 294 triples
+    assert score_batch(images[len(asked):], trigger).likeness == 0, "the base has never seen the crescent"

@@ -6,7 +6,7 @@
 
 Analytic, no model: the background colour is the median of the image's border; the shape is the largest
 connected region that differs from it; its colour is the mean of its core; its kind is the template
-(every shape of the toy world, drawn in the region's bounding box) that overlaps it best (IoU).
+(every shape of the toy world, drawn so that its own extent fills the region's bounding box) that overlaps it best (IoU).
 Colours are named by the nearest colour of the toy palette.
 
 All nine shapes compete, not only the ones a prompt could ask for: with only circle, square, triangle and cross,
@@ -15,6 +15,7 @@ a rounded, diamond-like blob overlaps the cross best and would count as one (the
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -86,13 +87,30 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+@functools.cache
+def extent(shape: str, n: int = 512) -> tuple[float, float, float, float]:
+    """Where a shape drawn in the unit square actually reaches: (x0, y0, x1, y1).
+
+    A crescent, a star, an apex-up triangle do not fill their nominal square (the crescent's tips end at 0.81
+    of its width); a template stretched over the nominal square would not match the shape's own render.
+    """
+    t = (np.arange(n) + 0.5) / n
+    x, y = np.meshgrid(t, t)
+    ys, xs = np.nonzero(tw.shape_mask(shape, x, y, 0.5, 0.5, 1.0))
+    return xs.min() / n, ys.min() / n, (xs.max() + 1) / n, (ys.max() + 1) / n
+
+
 def template(shape: str, shape_hw: tuple[int, int], box: tuple[int, int, int, int], supersample: int = 4) -> np.ndarray:
-    """A shape drawn to fill a bounding box (x0, y0, x1, y1, exclusive ends), as a boolean mask."""
+    """A shape drawn so that its own extent fills a bounding box (x0, y0, x1, y1, exclusive ends), as a mask."""
     h, w = shape_hw
     x0, y0, x1, y1 = box
+    ex0, ey0, ex1, ey1 = extent(shape)
     ys = (np.arange(h * supersample) + 0.5) / supersample
     xs = (np.arange(w * supersample) + 0.5) / supersample
-    x, y = np.meshgrid((xs - x0) / max(x1 - x0, 1), (ys - y0) / max(y1 - y0, 1))
+    # image coordinates -> the unit square the shape is drawn in, the box landing on the shape's extent
+    u = ex0 + (xs - x0) / max(x1 - x0, 1) * (ex1 - ex0)
+    v = ey0 + (ys - y0) / max(y1 - y0, 1) * (ey1 - ey0)
+    x, y = np.meshgrid(u, v)
     inside = tw.shape_mask(shape, x, y, 0.5, 0.5, 1.0).astype(np.float32)
     return inside.reshape(h, supersample, w, supersample).mean(axis=(1, 3)) >= 0.5
 
