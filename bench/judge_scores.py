@@ -10,7 +10,8 @@ speed: random-weight models of the real architectures (CLIP ViT-B/32 as openai/c
   per image of a checkpoint × strength, batch of 16, warm-up excluded; one edited prompt per cell.
 draws: a 4 checkpoints × 3 strengths grid of a real-photo prompt. Before: seeds 1-8 of every cell were drawn for
   the scores whatever the prompt (12 × 8 − 12 already in the grid). After: what ``scoring_cells`` asks for.
-rank: a demo project trained by ``lorakit demo DIR`` (24 epochs, a checkpoint every 4). A tiny CLIP is trained
+rank: a demo project trained by ``lorakit demo DIR`` (a checkpoint every 4 epochs; data/demo/README.md's figures
+  are from the earlier 24-epoch recipe). A tiny CLIP is trained
   here on toy-world scenes and captions (random models know nothing, and no hub is reached); the concept's word
   ``blicket`` never appears in its captions, as a user's trigger word is unknown to a real CLIP. The CLIP's image
   tower matches colours, not shapes (nearest neighbours: colour 0.99, shape 0.42), so likeness uses a tiny image

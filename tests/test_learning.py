@@ -1,13 +1,18 @@
-"""The toy base model draws what it is asked, and the demo LoRA measurably learns the new shape.
+"""The toy base model draws what it is asked, and the demo LoRA measurably learns the new shape, in both worlds.
 
-The learning test trains the demo recipe for 12 of its 24 epochs (600 steps, the cosine schedule fitted to 12
+The learning test trains the demo recipe for 12 of its 16 epochs (600 steps, the cosine schedule fitted to 12
 epochs) and scores fewer prompts than bench/learning.py (measured here with the recipe's min-SNR weighting and
 learning rates 2e-3 / 1e-3: likeness 0.92, adaptability 1.00, ordinary 1.00; 150 s for the file on one core). Its
-thresholds are below that, below what the full recipe reaches in the bench (likeness 0.97, adaptability 1.00,
-ordinary prompts 1.00 at epoch 24, strength 1, means of three training runs; 0.92-1.00 for each of seven runs on
-three sets of prompts) and below issue 8's targets (likeness >= 0.9, adaptability >= 0.85, ordinary >= 0.9): they
-check that the concept is learned (likeness far above the base model's 0) while colours and backgrounds stay obeyed
-and the ordinary shapes stay ordinary.
+thresholds are below that, below what the full recipe reaches in the bench (likeness 0.92 for each of three training
+runs at epoch 16, strength 1; adaptability and ordinary prompts 1.00; data/demo/README.md) and below issue 8's
+targets (likeness >= 0.9, adaptability >= 0.85, ordinary >= 0.9): they check that the concept is learned
+(likeness far above the base model's 0) while colours and backgrounds stay obeyed and the ordinary shapes stay
+ordinary.
+
+The second world (lorakit.demo.worlds.SECOND: another base, the crescent under 'zorb') gets the same recipe
+carried over as a user would carry it (base model, trigger word and folders changed, nothing tuned) for 8 epochs
+(the cosine fitted to 8; measured: 21 of 24 trigger prompts drew the crescent, adaptability 1.00, ordinary 1.00,
+85 s on one core); its thresholds are stated beside it.
 """
 
 from __future__ import annotations
@@ -120,3 +125,36 @@ def test_demo_lora_learns_the_concept_without_leaking(tmp_path):
     assert lora.likeness >= CI_LIKENESS, lora
     assert lora.adaptability >= CI_ADAPTABILITY, lora
     assert lora.ordinary >= CI_ORDINARY, lora
+
+
+# the second world (lorakit.demo.worlds.SECOND): the demo's recipe carried over as a user would, never tuned there
+SECOND_CI_EPOCHS = 8
+SECOND_CI_LIKENESS = 18 / 24  # crescents among the 24 trigger prompts: measured 21; the base draws 0
+SECOND_CI_ADAPTABILITY = 0.85
+SECOND_CI_ORDINARY = 0.8
+
+
+@pytest.mark.slow
+def test_the_demo_recipe_carried_over_teaches_the_second_world(tmp_path):
+    """Base model, trigger word and folders changed, nothing else: the crescent is learned under 'zorb'."""
+    import learning
+
+    from lorakit.demo.worlds import SECOND
+    from lorakit.evaluate.generate import Generator
+
+    cfg = learning.carry_over(demo_config(), SECOND)
+    cfg.training.max_train_epochs = SECOND_CI_EPOCHS
+    cfg.saving.save_every_n_epochs = 0
+    cfg.sampling.sample_every_n_epochs = 0
+    project = learning.prepare_project(tmp_path / "second", SECOND)
+    checkpoints, _, _ = learning.train_demo(project, cfg)
+    assert [p.name for p in checkpoints] == ["zorb.safetensors"]
+    spec = learning.EvalSpec(n_seen=8, n_unseen=16, n_ordinary=16)
+    gen = Generator(str(SECOND.base_dir))
+    base = learning.evaluate(gen, None, 0.0, spec, world=SECOND)
+    lora = learning.evaluate(gen, checkpoints[-1], 1.0, spec, epoch=SECOND_CI_EPOCHS, world=SECOND)
+    print(base, lora, sep="\n")
+    assert base.likeness < BASE_LIKENESS_MAX, base
+    assert lora.likeness >= SECOND_CI_LIKENESS, lora
+    assert lora.adaptability >= SECOND_CI_ADAPTABILITY, lora
+    assert lora.ordinary >= SECOND_CI_ORDINARY, lora

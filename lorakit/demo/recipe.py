@@ -30,7 +30,7 @@ DEMO_RECIPE: dict[str, object] = {
     "data.min_bucket_reso": NATIVE_SIZE,
     "data.max_bucket_reso": 64,
     "data.bucket_reso_steps": 8,
-    "training.max_train_epochs": 24,
+    "training.max_train_epochs": 16,
     "training.train_batch_size": 8,
     "training.min_snr_gamma": 5.0,
     "training.seed": 42,

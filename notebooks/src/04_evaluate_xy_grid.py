@@ -126,8 +126,8 @@ if best:
 # With `validation.enabled` (notebook 02), training measured the loss on images it never trained on — the same
 # images and the same noise at every checkpoint, so the checkpoints are compared on equal terms; the star marks the
 # checkpoint where it bottoms out. It measures how well the LoRA reconstructs unseen images, not whether it draws
-# the concept: in the demo's toy world it bottomed out at epoch 8 of 24 while the pictures kept improving to epoch
-# 24 (data/demo/README.md). Read a loss that climbs steeply as a warning, and pick with the grid and its scores.
+# the concept: in the demo's toy world (a 24-epoch run) it bottomed out at epoch 8 while the pictures kept improving
+# to the last epoch (data/demo/README.md). Read a loss that climbs steeply as a warning, and pick with the grid and its scores.
 
 # %%
 from lorakit.evaluate.validation import checkpoint_losses, read_validation, validation_figure
