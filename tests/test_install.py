@@ -1,9 +1,10 @@
 """pyproject.toml and environment.yml name the same packages at the same floors; the package imports without
-ipywidgets."""
+ipywidgets, and a training run without what only other steps use."""
 
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -109,3 +110,15 @@ def test_library_does_not_import_ipywidgets():
     code = "import sys, lorakit.train.loop, lorakit.evaluate.grid, lorakit.evaluate.generate, lorakit.cli.main; print('ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_training_run_imports_only_what_a_step_needs():
+    """The first step waits on every import on its path: captioners, taggers, scorers, plotting, widgets and
+    trackers are imported when used, never by the training loop (bench/first_step.py times the rest)."""
+    later = ["matplotlib", "ipywidgets", "IPython", "onnxruntime", "tensorboard", "wandb",
+             "lorakit.dataset.captioners", "lorakit.dataset.wd14", "lorakit.evaluate.scoring", "lorakit.ui"]
+    code = ("import sys, lorakit.train.loop, lorakit.demo.recipe; "
+            f"print(','.join(m for m in {later!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.stdout.strip() == "", f"the training loop imports {out.stdout.strip()}"
