@@ -4,12 +4,14 @@ ipywidgets, and a training run without what only other steps use."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,24 +103,35 @@ def test_every_imported_third_party_package_is_declared():
     assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"
 
 
-def test_library_does_not_import_ipywidgets():
+LATER = ["matplotlib", "ipywidgets", "IPython", "onnxruntime", "tensorboard", "wandb",
+         "lorakit.dataset.captioners", "lorakit.dataset.wd14", "lorakit.evaluate.scoring", "lorakit.ui"]
+IMPORTS = f"""
+import json, sys
+import lorakit.train.loop, lorakit.demo.recipe
+training = [m for m in {LATER!r} if m in sys.modules]
+import lorakit.evaluate.grid, lorakit.evaluate.generate, lorakit.cli.main
+print(json.dumps({{"training": training, "library_ipywidgets": "ipywidgets" in sys.modules}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def imported() -> dict:
+    """What a fresh process holds after importing the training loop, then the rest of the library (one process)."""
+    out = subprocess.run([sys.executable, "-c", IMPORTS], capture_output=True, text=True, check=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_library_does_not_import_ipywidgets(imported):
     """Arrows go one way: lorakit.ui -> library; the library never needs ipywidgets."""
     for path in (REPO / "lorakit").rglob("*.py"):
         if "ui" in path.relative_to(REPO / "lorakit").parts:
             continue
         assert not re.search(r"^\s*(from|import) ipywidgets", path.read_text(), re.M), f"{path} imports ipywidgets"
-    code = "import sys, lorakit.train.loop, lorakit.evaluate.grid, lorakit.evaluate.generate, lorakit.cli.main; print('ipywidgets' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert imported["library_ipywidgets"] is False
 
 
-def test_a_training_run_imports_only_what_a_step_needs():
+def test_a_training_run_imports_only_what_a_step_needs(imported):
     """The first step waits on every import on its path: captioners, taggers, scorers, plotting, widgets and
     trackers are imported when used, never by the training loop (bench/first_step.py times the rest)."""
-    later = ["matplotlib", "ipywidgets", "IPython", "onnxruntime", "tensorboard", "wandb",
-             "lorakit.dataset.captioners", "lorakit.dataset.wd14", "lorakit.evaluate.scoring", "lorakit.ui"]
-    code = ("import sys, lorakit.train.loop, lorakit.demo.recipe; "
-            f"print(','.join(m for m in {later!r} if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert out.stdout.strip() == "", f"the training loop imports {out.stdout.strip()}"
+    assert imported["training"] == [], f"the training loop imports {imported['training']}"
