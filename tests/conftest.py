@@ -88,6 +88,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _own_speed_file(tmp_path_factory, monkeypatch):
+    """Each test has its own file of measured speeds: runs in one test never change another's suggestions, and no
+    test writes the user's ~/.cache/lorakit/speed.json."""
+    monkeypatch.setenv("LORAKIT_SPEED_FILE", str(tmp_path_factory.mktemp("speeds") / "speed.json"))
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _fresh_model_cache():
     """Each test module starts with lorakit's model cache empty: a Generator leaves its LoRA adapters on the cached

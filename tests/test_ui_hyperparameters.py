@@ -154,3 +154,24 @@ def test_the_form_suggests_repeats_and_epochs_for_the_dataset_and_uses_them(tmp_
     assert empty.suggestion() is None
     with pytest.raises(ConfigError, match="no training images"):
         empty.use_suggestion()
+
+
+def test_the_form_measures_speeds_then_suggests_a_batch_and_scales_the_learning_rate(tmp_path, tiny_sd1):
+    project = _project(tmp_path, 24)
+    cfg = TrainConfig().replace({"model.base_model": str(tiny_sd1), "data.resolution": 64, "data.enable_bucket": False,
+                                 "network.rank": 4, "training.train_batch_size": 1, "optimizer.unet_lr": 1e-4,
+                                 "optimizer.text_encoder_lr": 5e-5})
+    form = HyperparameterForm(cfg, project, kind="character")
+    assert "no speeds measured at two batch sizes" in form.suggestion().text()
+    probe = form.measure_speed((1, 2, 4), steps=2)
+    assert set(probe.steps_per_second) == {1, 2, 4} and "images/s" in form.status.value
+    suggestion = form.suggestion()
+    assert suggestion.batch is not None and suggestion.batch.images_per_second  # chosen from the measured speeds
+    chosen = suggestion.batch_size
+    assert chosen in (1, 2, 4) and f"Batch {chosen}" in form.steps_out.value
+    used = form.use_suggestion()
+    assert used.training.train_batch_size == chosen
+    assert used.optimizer.unet_lr == pytest.approx(float(f"{1e-4 * (chosen ** 0.5):.3g}"))
+    assert (used.data.repeats, used.training.max_train_epochs) == (suggestion.repeats, suggestion.epochs)
+    form.vram_box.value = 0.0001  # a card too small for any batch: batch 1 and the memory fixes
+    assert form.suggestion().batch_size == 1 and "even batch 1 does not fit" in form.suggestion().text()

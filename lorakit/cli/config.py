@@ -6,7 +6,8 @@
     lorakit config import-kohya sd-scripts-config.toml -o my-project/lorakit.toml
     lorakit config export-kohya my-project/lorakit.toml -o kohya.json
     lorakit config init my-project --preset character
-    lorakit config steps my-project [--kind character]
+    lorakit config steps my-project [--kind character] [--minutes 30] [--vram 12]   # + suggested repeats/epochs/batch
+    lorakit config speed my-project [--batches 1,2,4,8]     # measure steps/s per batch size on this machine
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def _cmd_init(args) -> int:
 def _cmd_steps(args) -> int:
     from lorakit.config.presets import describe_recipe
     from lorakit.project import Project
-    from lorakit.train.steps import count_project, plan_steps, suggest_schedule
+    from lorakit.train.steps import count_project, plan_steps, suggest_settings
 
     project = Project.open(args.project)
     cfg = project.load_config()
@@ -118,9 +119,23 @@ def _cmd_steps(args) -> int:
     print(plan.guidance)
     print(describe_recipe(cfg))
     if count.images:
-        print(suggest_schedule(count.images, args.kind or "character", cfg.training.train_batch_size,
-                               reg=bool(count.reg_images), steps_per_second=plan.steps_per_second,
-                               minutes=args.minutes).text())
+        vram = int(args.vram * 2**30) if args.vram else None
+        print(suggest_settings(cfg, count, args.kind or "character", args.minutes, vram_bytes=vram).text(cfg))
+    return 0
+
+
+def _cmd_speed(args) -> int:
+    from lorakit.project import Project
+    from lorakit.train.speed_probe import measure_batch_speeds
+
+    project = Project.open(args.project)
+    cfg = project.load_config()
+    try:
+        batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else None
+    except ValueError:
+        raise ConfigError(f"--batches {args.batches!r}: give batch sizes as numbers, e.g. 1,2,4,8") from None
+    print(measure_batch_speeds(cfg, batches, args.steps).text())
+    print(f"recorded: `lorakit config steps {args.project}` now suggests a batch size from these speeds.")
     return 0
 
 
@@ -167,4 +182,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", default="", choices=["", "character", "style"])
     p.add_argument("--minutes", type=float, default=0,
                    help="time budget for the suggested repeats/epochs, at this machine's measured speed")
+    p.add_argument("--vram", type=float, metavar="GB",
+                   help="check the suggested batch against a card of this many GB (default: this machine's GPU)")
     p.set_defaults(func=_cmd_steps)
+
+    p = cmds.add_parser("speed", help="measure training steps/s at several batch sizes on this machine")
+    p.add_argument("project", type=Path)
+    p.add_argument("--batches", default="", help="comma-separated batch sizes (default: 1,2,4,8 on a GPU or for a "
+                   "tiny model, 1,2 for a real model on a CPU)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per batch size (after one untimed)")
+    p.set_defaults(func=_cmd_speed)

@@ -382,31 +382,42 @@ def run_step(base, cfg: TrainConfig, *, track: bool = True):
 _nothing = contextlib.nullcontext
 
 
-def _step(base, cfg, net, params, optimizer, autocast, dev, dtype, fam, d, t) -> None:
-    """The loop's stages (lorakit.train.loop.batch_loss), with empty tensors for the data."""
+def _step(base, cfg, net, params, optimizer, autocast, dev, dtype, fam, d, t, real: bool = False,
+          text_memo: dict | None = None) -> None:
+    """The loop's stages (lorakit.train.loop.batch_loss), with empty tensors for the data (``real``: random values,
+    for a step that runs on a real device, as lorakit.train.speed_probe times it; ``text_memo``: a frozen text
+    encoder's outputs kept per batch size, as the loop keeps them per caption)."""
     b, res = t.train_batch_size, d.resolution
+
+    def new(*shape, dtype=dtype):
+        return torch.randn(*shape, device=dev, dtype=dtype) if real else torch.empty(*shape, device=dev, dtype=dtype)
+
     vae_down = 2 ** (len(base.vae.config.block_out_channels) - 1)
     shape = (b, base.unet.config.in_channels, res // vae_down, res // vae_down)
     if d.cache_latents:
-        latents = torch.empty(shape, device=dev, dtype=dtype)
+        latents = new(*shape)
     else:  # the VAE encodes the batch every step
         with torch.no_grad():
-            pixels = torch.empty(b, 3, res, res, device=dev, dtype=dtype)
+            pixels = new(b, 3, res, res)
             latents = base.vae.encode(pixels).latent_dist.mean.to(dtype)
             del pixels
-    noise = torch.empty_like(latents)
-    timesteps = torch.empty(b, device=dev, dtype=torch.long)
-    noisy = torch.empty_like(latents)
+    noise = new(*shape)
+    timesteps = (torch.randint(0, 1000, (b,), device=dev) if real else torch.empty(b, device=dev, dtype=torch.long))
+    noisy = new(*shape)
     length = [te.config.max_position_embeddings for te in base.text_encoders]
     windows = max(1, d.max_token_length // max(1, length[0] - 2))  # kohya's max_token_length: windows of 75
     ids = [torch.zeros(b, *((windows,) if windows > 1 else ()), n, device=dev, dtype=torch.long) for n in length]
     if net.has_text_encoder:
         hidden, pooled = fam.encode_windows(base, ids, cfg.model.clip_skip)
+    elif text_memo is not None and b in text_memo:
+        hidden, pooled = text_memo[b]
     else:  # frozen: lorakit memoises each caption's embedding after one pass without gradients
         with torch.no_grad():
             hidden, pooled = fam.encode_windows(base, ids, cfg.model.clip_skip)
+        if text_memo is not None:
+            text_memo[b] = hidden, pooled
     added = fam.added_cond(pooled, [square_sizes(res)] * b, dev, dtype)  # the ids' values cost no memory
-    target = torch.empty(shape, device=dev, dtype=torch.float32)
+    target = new(*shape, dtype=torch.float32)
     if autocast is not None:
         autocast.enabled = True
     ctx = torch.autocast(dev.type, dtype=dtype) if dev.type == "cuda" and t.mixed_precision != "no" else _nothing()

@@ -22,6 +22,7 @@ from lorakit.config.schema import TrainConfig
 from lorakit.dataset.masks import is_mask_file
 from lorakit.dataset.scan import IMAGE_EXTENSIONS
 from lorakit.files import atomic_write_text
+from lorakit.train.batch_size import BatchChoice
 
 GUIDANCE: dict[str, tuple[int, int]] = {"character": (1500, 2000), "style": (3000, 6000)}
 
@@ -203,22 +204,28 @@ class Suggestion:
     steps: int
     seconds: float | None
     note: str = ""
+    batch: BatchChoice | None = None  # how the batch size was chosen (suggest_settings), else the form's
 
     @property
     def seen(self) -> int:
         """How many times each training image is seen (repeats × epochs), whatever the dataset's size."""
         return self.repeats * self.epochs
 
-    def settings(self) -> dict[str, int]:
-        return {"data.repeats": self.repeats, "training.max_train_epochs": self.epochs,
-                "saving.save_every_n_epochs": 1}
+    def settings(self, cfg: TrainConfig | None = None) -> dict[str, object]:
+        """The changes to a config: repeats, epochs, a checkpoint per epoch and, with ``cfg`` and a batch choice,
+        the batch size and its learning rates."""
+        out: dict[str, object] = {"data.repeats": self.repeats, "training.max_train_epochs": self.epochs,
+                                  "saving.save_every_n_epochs": 1}
+        if self.batch is not None and cfg is not None:
+            out.update(self.batch.settings(cfg))
+        return out
 
-    def text(self) -> str:
+    def text(self, cfg: TrainConfig | None = None) -> str:
         time = f", about {format_duration(self.seconds)} at this machine's measured speed" if self.seconds else ""
         return (f"Suggested for {self.images} images ({self.kind}): repeats {self.repeats} × {self.epochs} epochs, "
                 f"a checkpoint every epoch: {self.images * self.seen} images seen, each training image "
                 f"{self.seen} times; {self.steps} steps at batch {self.batch_size}{time}."
-                + (f" {self.note}" if self.note else ""))
+                + (f" {self.note}" if self.note else "") + (f" {self.batch.text(cfg)}" if self.batch else ""))
 
 
 def suggest_schedule(images: int, kind: str = "character", batch_size: int = 1, *, reg: bool = False,
@@ -256,6 +263,38 @@ def suggest_schedule(images: int, kind: str = "character", batch_size: int = 1, 
                       steps / steps_per_second if steps_per_second else None, note)
 
 
+def suggest_settings(cfg: TrainConfig, count: DatasetCount, kind: str = "character", minutes: float = 0, *,
+                     vram_bytes: int | None = None, path: Path | None = None) -> Suggestion:
+    """Repeats, epochs and batch size for the dataset ``count`` describes, starting from ``cfg``: the images a run
+    sees from the guides (suggest_schedule), the batch from that, the GPU's memory and the speeds measured here
+    (lorakit.train.batch_size), then the schedule again at that batch, fitted to ``minutes``. The GPU memory is
+    checked on this machine's GPU, or against ``vram_bytes`` (a card's size) when given; without either it is not."""
+    from lorakit.train.batch_size import CANDIDATES, batch_cap, largest_fitting_batch, suggest_batch
+
+    reg = bool(count.reg_images)
+    seen = suggest_schedule(count.images, kind, 1, reg=reg).steps  # samples in the run, the same at any batch
+    budget, source = vram_bytes, f"the estimate for a {(vram_bytes or 0) / 2**30:g} GB card"
+    if budget is None:
+        from lorakit.train.memory import gpu_memory  # torch, no model: cheap once lorakit trains at all
+
+        gpu = gpu_memory()
+        if gpu:
+            budget, source = gpu[1], f"the estimate for your {gpu[0]}, {gpu[1] / 2**30:.0f} GB"
+    t, o = cfg.training, cfg.optimizer
+    cap = batch_cap(count.images, seen, o.gradient_accumulation_steps)  # no estimate above what the data allows
+    fits = (largest_fitting_batch(cfg, budget, candidates=tuple(c for c in CANDIDATES if c <= cap) or (1,))
+            if budget else None)
+    choice = suggest_batch(count.images, seen, t.train_batch_size, optimizer=o.optimizer,
+                           accumulation=o.gradient_accumulation_steps, max_fitting=fits, memory_source=source,
+                           speeds=measured_batch_speeds(family=cfg.model.family, resolution=cfg.data.resolution,
+                                                        path=path))
+    speed = known_speed(family=cfg.model.family, resolution=cfg.data.resolution, batch_size=choice.batch_size,
+                        path=path)
+    out = suggest_schedule(count.images, kind, choice.batch_size, reg=reg, steps_per_second=speed, minutes=minutes)
+    out.batch = choice
+    return out
+
+
 # ---- measured speed, per machine ------------------------------------------------------------------------------
 
 
@@ -279,8 +318,11 @@ def machine_id() -> str:
     return f"{platform.node()}|{device}"
 
 
-def _speed_key(family: str, resolution: int, batch_size: int) -> str:
-    return f"{machine_id()}|{family or 'auto'}|{resolution}|{batch_size}"
+PROBE = "probe"  # the source of speeds measured by lorakit.train.speed_probe (a few steps on random data)
+
+
+def _speed_key(family: str, resolution: int, batch_size: int, source: str = "") -> str:
+    return f"{machine_id()}|{family or 'auto'}|{resolution}|{batch_size}" + (f"|{source}" if source else "")
 
 
 def _read_speeds(path: Path) -> dict[str, float]:
@@ -292,32 +334,63 @@ def _read_speeds(path: Path) -> dict[str, float]:
 
 
 def record_speed(steps_per_second: float, *, family: str = "", resolution: int = 0, batch_size: int = 1,
-                 path: Path | None = None) -> Path:
-    """Remember a measured training speed for this machine and setting (the trainer calls this)."""
+                 source: str = "", path: Path | None = None) -> Path:
+    """Remember a measured training speed for this machine and setting: the trainer's own (``source`` "") or the
+    speed probe's (``source`` PROBE), kept apart so that the two kinds are never compared with each other."""
 
     if not steps_per_second > 0:
         raise ValueError(f"steps_per_second must be > 0 (got {steps_per_second})")
     path = path or speed_file()
     speeds = _read_speeds(path)
-    speeds[_speed_key(family, resolution, batch_size)] = float(steps_per_second)
+    speeds[_speed_key(family, resolution, batch_size, source)] = float(steps_per_second)
     return atomic_write_text(path, json.dumps(speeds, indent=1, sort_keys=True) + "\n")
+
+
+def _speeds_here(family: str, path: Path | None, source: str) -> dict[tuple[int, int], float]:
+    """{(resolution, batch): steps/s} of one source, for this machine and family."""
+    prefix = f"{machine_id()}|{family or 'auto'}|"
+    out = {}
+    for key, sps in _read_speeds(path or speed_file()).items():
+        if not key.startswith(prefix):
+            continue
+        res, batch, *rest = key[len(prefix):].split("|") + [""]
+        if res.isdigit() and batch.isdigit() and rest[0] == source:
+            out[int(res), int(batch)] = sps
+    return out
 
 
 def known_speed(*, family: str = "", resolution: int = 0, batch_size: int = 1,
                 path: Path | None = None) -> float | None:
-    """Steps/s measured on this machine for this setting; else scaled from the nearest one (cost ~ pixels x batch)."""
-    speeds = _read_speeds(path or speed_file())
-    exact = speeds.get(_speed_key(family, resolution, batch_size))
-    if exact:
-        return exact
-    prefix = f"{machine_id()}|{family or 'auto'}|"
+    """Steps/s for this setting on this machine, best evidence first: a training run's measurement; the speed
+    probe's, calibrated by a setting both measured (a run does a little more per step than the probe); a run's at
+    the nearest setting, scaled (cost ~ pixels × batch); the probe's nearest, scaled. None when nothing is known."""
+    runs, probes = _speeds_here(family, path, ""), _speeds_here(family, path, PROBE)
+    key = (resolution, batch_size)
+    if key in runs:
+        return runs[key]
+    if key in probes:
+        both = [k for k in runs if k in probes]
+        if not both:
+            return probes[key]
+        near = min(both, key=lambda k: (abs(math.log(k[0] ** 2 * k[1] / max(resolution, 1) ** 2 / batch_size)), k))
+        return probes[key] * runs[near] / probes[near]
     work = max(resolution, 1) ** 2 * batch_size
-    nearby = []
-    for key, sps in speeds.items():
-        if key.startswith(prefix):
-            res, batch = (int(x) for x in key[len(prefix):].split("|"))
-            nearby.append((abs(math.log(max(res, 1) ** 2 * batch / work)), sps * max(res, 1) ** 2 * batch / work))
-    return min(nearby)[1] if nearby else None
+    for speeds in (runs, probes):
+        nearby = [(abs(math.log(max(res, 1) ** 2 * batch / work)), sps * max(res, 1) ** 2 * batch / work)
+                  for (res, batch), sps in speeds.items()]
+        if nearby:
+            return min(nearby)[1]
+    return None
+
+
+def measured_batch_speeds(*, family: str = "", resolution: int = 0, path: Path | None = None) -> dict[int, float]:
+    """{batch size: steps/s} measured on this machine at this family and resolution, nothing scaled: the speed
+    probe's set when it measured two batches or more (one method for all), else the training runs'."""
+    for source in (PROBE, ""):
+        speeds = {b: sps for (res, b), sps in _speeds_here(family, path, source).items() if res == resolution}
+        if len(speeds) >= 2 or source == "":
+            return speeds
+    return {}
 
 
 def record_config_speed(cfg: TrainConfig, steps_per_second: float, path: Path | None = None) -> Path:

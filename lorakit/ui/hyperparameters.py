@@ -29,7 +29,7 @@ from lorakit.train.steps import (
     count_project,
     format_duration,
     plan_steps,
-    suggest_schedule,
+    suggest_settings,
 )
 
 SECTION_TITLES = {
@@ -73,9 +73,10 @@ def read_widget(w: widgets.Widget, default: Any) -> Any:
     return w.value
 
 
-def steps_html(plan: StepsPlan, suggestion: Suggestion | None = None, recipe: str = "") -> str:
-    """The per-epoch steps table, the formula and the guidance as HTML; the suggestion for the dataset's size and
-    the recipe's effective learning rate under it."""
+def steps_html(plan: StepsPlan, suggestion: Suggestion | None = None, recipe: str = "",
+               cfg: TrainConfig | None = None) -> str:
+    """The per-epoch steps table, the formula and the guidance as HTML; the suggestion for the dataset's size (its
+    learning rates named from ``cfg``) and the recipe's effective learning rate under it."""
     rows = "".join(
         f"<tr><td>{r.epoch}</td><td>{r.steps}</td><td>{'✔' if r.checkpoint else ''}</td>"
         f"<td>{'✔' if r.sample else ''}</td><td>{format_duration(r.seconds)}</td></tr>"
@@ -84,7 +85,7 @@ def steps_html(plan: StepsPlan, suggestion: Suggestion | None = None, recipe: st
     head = "<tr><th>epoch</th><th>steps</th><th>checkpoint</th><th>sample</th><th>time</th></tr>"
     return (f"<p>{html.escape(plan.summary())}</p><table style='text-align:right'>{head}{rows}</table>"
             f"<p><b>{html.escape(plan.guidance)}</b></p>"
-            + (f"<p>{html.escape(suggestion.text())}</p>" if suggestion else "")
+            + (f"<p>{html.escape(suggestion.text(cfg))}</p>" if suggestion else "")
             + (f"<p style='color:#57606a'>{html.escape(recipe)}</p>" if recipe else ""))
 
 
@@ -181,9 +182,17 @@ class HyperparameterForm:
         self.minutes_box = widgets.IntText(value=0, description="minutes", style={"description_width": "70px"},
                                            layout=widgets.Layout(width="160px"),
                                            tooltip="time budget for the suggestion (0 = none)")
-        use = widgets.Button(description="Use suggested repeats/epochs", icon="check")
+        self.vram_box = widgets.FloatText(value=0, description="GPU GB", style={"description_width": "70px"},
+                                          layout=widgets.Layout(width="160px"),
+                                          tooltip="the card to check the batch against (0 = this machine's GPU)")
+        use = widgets.Button(description="Use suggested repeats/epochs/batch", icon="check",
+                             layout=widgets.Layout(width="260px"))
         use.on_click(lambda _: self._guard(self.use_suggestion))
-        return widgets.VBox([widgets.HBox([self.kind_box, refresh, save]), widgets.HBox([self.minutes_box, use])])
+        measure = widgets.Button(description="Measure speed per batch", icon="tachometer",
+                                 layout=widgets.Layout(width="220px"))
+        measure.on_click(lambda _: self._guard(self.measure_speed))
+        return widgets.VBox([widgets.HBox([self.kind_box, refresh, save]),
+                             widgets.HBox([self.minutes_box, self.vram_box, use, measure])])
 
     # ---- the actions (each also a plain call for headless runs) ------------------------------------------
     def value(self) -> TrainConfig:
@@ -234,26 +243,39 @@ class HyperparameterForm:
         return plan_steps(cfg, count, kind=self.kind)
 
     def suggestion(self) -> Suggestion | None:
-        """Repeats and epochs for the project's dataset size (and the minutes box, at the measured speed)."""
+        """Repeats, epochs and batch size for the project's dataset (the minutes box fits them to a time budget at
+        the measured speed; the GPU GB box names the card the batch must fit, else this machine's GPU)."""
         cfg = self.value()
         count = count_project(cfg, self.project.root) if self.project is not None else DatasetCount()
         if not count.images:
             return None
-        speed = plan_steps(cfg, count).steps_per_second
-        return suggest_schedule(count.images, self.kind or "character", cfg.training.train_batch_size,
-                                reg=bool(count.reg_images), steps_per_second=speed,
-                                minutes=self.minutes_box.value)
+        vram = int(self.vram_box.value * 2**30) if self.vram_box.value > 0 else None
+        with self._memory_lock:  # the batch's memory check shares the estimator with the live memory line
+            return suggest_settings(cfg, count, self.kind or "character", self.minutes_box.value, vram_bytes=vram)
 
     def use_suggestion(self) -> TrainConfig:
-        """Put the suggested repeats and epochs (a checkpoint every epoch) into the form."""
+        """Put the suggested repeats, epochs (a checkpoint every epoch), batch size and, when the batch changes, the
+        learning rates scaled for it into the form."""
         suggestion = self.suggestion()
         if suggestion is None:
             raise ConfigError("no training images in the project yet: import them in notebook 01 first.")
-        cfg = self.value().replace(suggestion.settings())
+        before = self.value()
+        cfg = before.replace(suggestion.settings(before))
         self.set_value(cfg)
         self.refresh()
-        self._say(suggestion.text(), ok=True)
+        self._say(suggestion.text(before), ok=True)
         return cfg
+
+    def measure_speed(self, batches: tuple[int, ...] | None = None, steps: int = 3):
+        """Time a few training steps at several batch sizes on this machine (lorakit.train.speed_probe), for the
+        time column and the batch suggestion; returns the probe."""
+        from lorakit.train.speed_probe import measure_batch_speeds
+
+        self._say("measuring: loading the base model, then a few steps per batch size…", ok=True)
+        probe = measure_batch_speeds(self.value(), batches, steps)
+        self.refresh()
+        self._say(probe.text(), ok=True)
+        return probe
 
     def refresh(self) -> StepsPlan:
         """Redraw the steps table and the learning-rate preview."""
@@ -261,7 +283,7 @@ class HyperparameterForm:
         from IPython.display import display
 
         plan = self.steps_plan()
-        self.steps_out.value = steps_html(plan, self.suggestion(), describe_recipe(self.value()))
+        self.steps_out.value = steps_html(plan, self.suggestion(), describe_recipe(self.value()), self.value())
         self.plot_out.clear_output(wait=True)
         fig = lr_figure(self.value(), plan.total_steps or 1000, plan.steps_per_epoch)
         with self.plot_out:

@@ -102,14 +102,22 @@ print(form.memory())
 # ## Steps per epoch
 #
 # Counted on the project's `dataset/` folders (regularization images double an epoch, as in kohya). The time
-# column appears once a training run on this machine has measured its speed. Below the table: repeats and epochs
-# suggested for your dataset's size (the guides' 1500-2000 images seen for a character, 3000-6000 for a style,
-# over about ten epochs; fewer images get more repeats; the form's *minutes* box fits them to a time budget, and
-# *Use suggested repeats/epochs* puts them in the form), and the recipe's effective learning rate.
+# column appears once this machine's speed is known: from a training run, or from *Measure speed per batch*,
+# which loads the base model and times a few steps at batch 1, 2, 4 and 8 (a few seconds per size on a GPU).
+# Below the table, a suggestion for your dataset's size, which *Use suggested repeats/epochs/batch* puts in the
+# form:
+# - **repeats and epochs**: the guides' 1500-2000 images seen for a character, 3000-6000 for a style, over
+#   about ten epochs (fewer images get more repeats); the *minutes* box fits them to a time budget;
+# - **the batch size**: the smallest one within 10% of the most images per second *measured* here (without
+#   measurements the batch stays as it is), no larger than your GPU holds (checked on this machine's GPU, or on
+#   the card you give in *GPU GB*), and small enough to keep at least 300 optimizer steps: the same images in
+#   fewer, larger steps teach less. When the batch changes, the learning rates change with it
+#   (× √(new batch ÷ old batch) for AdamW and its kin);
+# - the recipe's effective learning rate.
 
 # %%
 plan = plan_steps(cfg, count_project(cfg, project.root), kind=form.kind)
-display(HTML(steps_html(plan, form.suggestion(), describe_recipe(cfg))))
+display(HTML(steps_html(plan, form.suggestion(), describe_recipe(cfg), cfg)))
 
 # %% [markdown]
 # ## Learning rate over the run
