@@ -2,6 +2,10 @@
 per batch size, on the same model, and the batch the suggestion picks from each.
 
     OMP_NUM_THREADS=1 python bench/batch_speed.py [--world demo|second] [--batches 1,2,4,8,16] [--steps 60]
+    python bench/batch_speed.py --real sd15 --device cuda --resolution 512 --precision bf16 --batches 1,2,4,8 --steps 20
+
+``--real KEY``: instead of a toy world, bench/real_size.py's real-size random-weight checkpoint of that architecture
+(built once into its cache) and 8 random images at ``--resolution`` (what bench/gpu_check.sh runs on a GPU).
 
 For each batch size: lorakit.train.speed_probe (random latents, a few seconds), then lorakit's trainer on the
 world's dataset for ``--steps`` steps, timed from its 5th step to its last (model loading and latent caching left
@@ -28,6 +32,10 @@ def main() -> None:
     parser.add_argument("--world", default="demo", choices=["demo", "second"])
     parser.add_argument("--batches", default="1,2,4,8,16")
     parser.add_argument("--steps", type=int, default=60, help="training steps per batch size")
+    parser.add_argument("--real", default="", help="a bench/real_size.py architecture (sd15, sd21, sdxl) instead")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="with --real")
+    parser.add_argument("--resolution", type=int, default=512, help="with --real")
+    parser.add_argument("--precision", default="bf16", choices=["no", "fp16", "bf16"], help="with --real, on CUDA")
     args = parser.parse_args()
     os.environ["LORAKIT_SPEED_FILE"] = str(Path(tempfile.mkdtemp(prefix="lorakit-speed-")) / "speed.json")
 
@@ -44,14 +52,27 @@ def main() -> None:
     from learning import carry_over, prepare_project  # the worlds' projects, as bench/learning.py builds them
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    world = WORLDS[args.world]
-    cfg = carry_over(demo_config(), world)
+    batches = tuple(int(b) for b in args.batches.split(","))
+    root = Path(tempfile.mkdtemp(prefix="lorakit-batch-"))
+    if args.real:
+        import real_size
+
+        model, how = real_size.checkpoint(real_size.DEFAULT_CACHE, args.real)
+        print(f"{args.real}: {model} ({how})")
+        args.steps = max(args.steps, 6)
+        project, cfg = real_size.project_and_config(root, model, args)
+        project = real_size.random_project(root / "many", args.resolution, numbered=True, images=max(batches))
+        cfg.training.mixed_precision = args.precision if args.device == "cuda" else "no"
+        name = f"{args.real} at {args.resolution} px"
+    else:
+        world = WORLDS[args.world]
+        cfg = carry_over(demo_config(), world)
+        project = prepare_project(root / "p", world)
+        name = f"{args.world} world"
     cfg.saving.save_every_n_epochs, cfg.sampling.sample_every_n_epochs = 0, 0  # nothing but steps is timed
     cfg.sampling.sample_at_start, cfg.validation.enabled = False, False
-    batches = tuple(int(b) for b in args.batches.split(","))
-    project = prepare_project(Path(tempfile.mkdtemp(prefix="lorakit-batch-")) / "p", world)
 
-    probe = measure_batch_speeds(cfg, batches, record=False)
+    probe = measure_batch_speeds(cfg, batches, record=False, device=args.device if args.real else None)
 
     class Clock(Callback):
         def __init__(self) -> None:
@@ -62,16 +83,22 @@ def main() -> None:
 
     trained = {}
     for b in batches:
+        if b in probe.out_of_memory:
+            print(f"batch {b}: out of GPU memory in the probe, not trained")
+            break
         clock = Clock()
         run = cfg.replace({"training.train_batch_size": b, "training.max_train_steps": args.steps,
                            "training.max_train_epochs": 0})
         train(project, run, callbacks=[clock])
-        trained[b] = (len(clock.times) - 5) / (clock.times[-1] - clock.times[4])
+        first = min(4, len(clock.times) - 2)  # timed from the 5th step (the 2nd of a short run)
+        trained[b] = (len(clock.times) - 1 - first) / (clock.times[-1] - clock.times[first])
 
-    print(f"{args.world} world, {probe.device}, {probe.threads} thread(s); probe took {probe.seconds:.0f} s")
+    print(f"{name}, {probe.device}, {probe.threads} thread(s); probe took {probe.seconds:.0f} s")
     print(f"{'batch':>5} {'probe steps/s':>14} {'train steps/s':>14} {'probe img/s':>12} {'train img/s':>12} "
           f"{'probe/train':>12}")
     for b in batches:
+        if b not in trained:
+            continue
         p, t = probe.steps_per_second.get(b, 0.0), trained[b]
         print(f"{b:>5} {p:>14.2f} {t:>14.2f} {p * b:>12.1f} {t * b:>12.1f} {p / t:>12.2f}")
     for name, speeds in (("probe", probe.steps_per_second), ("training", trained)):

@@ -10,6 +10,8 @@
 # 4. prints the speed table (bench/gpu_speed.py): SD 1.5 at 512 (batch 1 and 4) and SDXL at 1024 (batch 1), each
 #    speed setting against a bf16 baseline: it/s, peak VRAM, MFU, compile time. GPU_SPEED_ARGS replaces its
 #    options (default "--skip sdxl:4"; GPU_SPEED_ARGS="" adds SDXL at batch 4, "--json FILE" keeps the rows).
+# 5. prints the speed probe's steps/s per batch size beside the trainer's (bench/batch_speed.py: SD 1.5 at 512 in
+#    bf16, batch 1, 2, 4 and 8) and the batch the suggestion picks from each.
 # Without CUDA it says so, runs the CPU-safe part (1 step at 128 px, the speed table's dry run on tiny models)
 # and exits 0.
 set -euo pipefail
@@ -41,6 +43,8 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
     "$PY" bench/real_size.py --family sd15 --steps 1 --resolution 128
     echo "CPU dry run of the speed table (tiny models; no GPU figures)."
     "$PY" bench/gpu_speed.py --device cpu
+    echo "CPU dry run of the speed probe beside the trainer (the demo's toy model, batch 1 and 2)."
+    OMP_NUM_THREADS=1 "$PY" bench/batch_speed.py --batches 1,2 --steps 8
     exit 0
 fi
 
@@ -57,6 +61,8 @@ set +e
 # shellcheck disable=SC2086  # the options are words
 "$PY" bench/gpu_speed.py --device cuda ${GPU_SPEED_ARGS---skip sdxl:4}
 speed_rc=$?
+echo "== the speed probe beside the trainer: SD 1.5 at 512, bf16, batch 1/2/4/8, and the batch each suggests"
+"$PY" bench/batch_speed.py --real sd15 --device cuda --resolution 512 --precision bf16 --batches 1,2,4,8 --steps 20
 set -e
 [ "$tests_rc" -ne 0 ] && exit "$tests_rc"
 exit $speed_rc

@@ -221,3 +221,16 @@ def test_config_speed_and_steps_at_the_command_line(tiny_project, capsys):
     assert main(["config", "speed", str(project.root), "--batches", "one,two"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --batches 'one,two': give batch sizes as numbers") and "Traceback" not in err
+
+
+def test_a_failed_memory_estimate_leaves_the_suggestion_and_says_so(tmp_path, monkeypatch):
+    from lorakit.errors import ConfigError
+    from lorakit.train import batch_size
+
+    def fail(*args, **kwargs):
+        raise ConfigError("optimizer 'Lion' needs lion-pytorch: pip install lion-pytorch")
+
+    monkeypatch.setattr(batch_size, "largest_fitting_batch", fail)
+    s = suggest_settings(TrainConfig(), DatasetCount([("10_zkx", 20, 10)]), vram_bytes=8 * 2**30,
+                         path=tmp_path / "speed.json")
+    assert s.batch_size == 1 and "GPU memory not checked: the estimate failed (optimizer 'Lion' needs" in s.text()

@@ -91,7 +91,8 @@ def suggest_batch(images: int, seen: int, current: int = 1, *, optimizer: str = 
     regularization included), from the three limits in the module docstring.
 
     ``speeds``: steps/s measured on this machine per batch size; ``max_fitting``: the largest batch the GPU holds
-    (None: not known, no GPU), with ``memory_source`` saying where that came from ("the estimate for your 12 GB").
+    (None: not known, no GPU), with ``memory_source`` saying where that came from ("the estimate for your 12 GB"),
+    or, with ``max_fitting`` None, why the memory was not checked.
     """
     if images < 1:
         raise ValueError("no training images: put them in dataset/<repeats>_<token>/ (notebook 01).")
@@ -113,7 +114,8 @@ def suggest_batch(images: int, seen: int, current: int = 1, *, optimizer: str = 
         else:
             limit += f"; the GPU holds batch {max_fitting} or more ({memory_source or 'memory estimate'})"
     else:
-        limit += "; GPU memory not checked (no GPU here: give the card's size, --vram or notebook 02's GPU GB)"
+        limit += "; " + (memory_source or "GPU memory not checked (no GPU here: give the card's size, --vram or "
+                         "notebook 02's GPU GB)")
     allowed = allowed or [1]
     reasons.append(limit)
 

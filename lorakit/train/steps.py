@@ -21,6 +21,7 @@ from pathlib import Path
 from lorakit.config.schema import TrainConfig
 from lorakit.dataset.masks import is_mask_file
 from lorakit.dataset.scan import IMAGE_EXTENSIONS
+from lorakit.errors import LorakitError
 from lorakit.files import atomic_write_text
 from lorakit.train.batch_size import BatchChoice
 
@@ -282,8 +283,14 @@ def suggest_settings(cfg: TrainConfig, count: DatasetCount, kind: str = "charact
             budget, source = gpu[1], f"the estimate for your {gpu[0]}, {gpu[1] / 2**30:.0f} GB"
     t, o = cfg.training, cfg.optimizer
     cap = batch_cap(count.images, seen, o.gradient_accumulation_steps)  # no estimate above what the data allows
-    fits = (largest_fitting_batch(cfg, budget, candidates=tuple(c for c in CANDIDATES if c <= cap) or (1,))
-            if budget else None)
+    fits = None
+    if budget:
+        try:
+            fits = largest_fitting_batch(cfg, budget, candidates=tuple(c for c in CANDIDATES if c <= cap) or (1,))
+        except (LorakitError, RuntimeError, ValueError) as e:  # the suggestion stands without it, and says so
+            source = f"GPU memory not checked: the estimate failed ({str(e).splitlines()[0]})"
+    elif vram_bytes is None:
+        source = ""  # no GPU and no card given: suggest_batch says how to check
     choice = suggest_batch(count.images, seen, t.train_batch_size, optimizer=o.optimizer,
                            accumulation=o.gradient_accumulation_steps, max_fitting=fits, memory_source=source,
                            speeds=measured_batch_speeds(family=cfg.model.family, resolution=cfg.data.resolution,
