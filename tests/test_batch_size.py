@@ -234,3 +234,18 @@ def test_a_failed_memory_estimate_leaves_the_suggestion_and_says_so(tmp_path, mo
     s = suggest_settings(TrainConfig(), DatasetCount([("10_zkx", 20, 10)]), vram_bytes=8 * 2**30,
                          path=tmp_path / "speed.json")
     assert s.batch_size == 1 and "GPU memory not checked: the estimate failed (optimizer 'Lion' needs" in s.text()
+
+
+def test_a_time_budget_that_cuts_the_run_takes_the_fastest_batch(tmp_path):
+    path = tmp_path / "speed.json"
+    cfg = TrainConfig()
+    for b, sps in {1: 2.0, 2: 1.9, 4: 1.0}.items():  # images/s 2.0, 3.8, 4.0
+        record_speed(sps, family=cfg.model.family, resolution=cfg.data.resolution, batch_size=b, source=PROBE,
+                     path=path)
+    count = DatasetCount([("10_zkx", 20, 10)])
+    assert suggest_settings(cfg, count, path=path).batch_size == 2  # within 10% of batch 4, twice the steps
+    cut = suggest_settings(cfg, count, minutes=3, path=path)
+    assert cut.note.startswith("Cut to fit 3 minutes") and cut.batch_size == 4
+    assert "the time budget cuts the run" in cut.text()
+    at2 = suggest_schedule(20, "character", 2, steps_per_second=1.9, minutes=3)
+    assert cut.seen > at2.seen  # each image seen more often in the same minutes

@@ -86,13 +86,14 @@ def batch_cap(images: int, seen: int, accumulation: int = 1) -> int:
 
 def suggest_batch(images: int, seen: int, current: int = 1, *, optimizer: str = "AdamW", accumulation: int = 1,
                   speeds: Mapping[int, float] | None = None, max_fitting: int | None = None,
-                  memory_source: str = "") -> BatchChoice:
+                  memory_source: str = "", fastest: bool = False) -> BatchChoice:
     """The batch size for ``images`` training images and ``seen`` samples in the run (images × repeats × epochs,
     regularization included), from the three limits in the module docstring.
 
     ``speeds``: steps/s measured on this machine per batch size; ``max_fitting``: the largest batch the GPU holds
     (None: not known, no GPU), with ``memory_source`` saying where that came from ("the estimate for your 12 GB"),
-    or, with ``max_fitting`` None, why the memory was not checked.
+    or, with ``max_fitting`` None, why the memory was not checked. ``fastest``: take the fastest measured batch,
+    not the smallest near it (a time budget that cuts the run: there, images seen matter more than steps).
     """
     if images < 1:
         raise ValueError("no training images: put them in dataset/<repeats>_<token>/ (notebook 01).")
@@ -123,12 +124,13 @@ def suggest_batch(images: int, seen: int, current: int = 1, *, optimizer: str = 
     measured = {b: v for b, v in ips.items() if b in allowed}
     if len(measured) >= 2:
         best = max(measured.values())
-        batch = min(b for b, v in measured.items() if v >= SPEED_MARGIN * best)
-        fastest = max(measured, key=measured.get)
+        batch = min(b for b, v in measured.items() if v >= (1.0 if fastest else SPEED_MARGIN) * best)
+        quickest = max(measured, key=measured.get)
         listed = ", ".join(f"batch {b} {v:.3g}" for b, v in sorted(measured.items()))
         reasons.append(f"measured images/s on this machine: {listed}; "
-                       + (f"batch {batch} is the fastest" if batch == fastest else
-                          f"batch {batch} is within {1 - SPEED_MARGIN:.0%} of the fastest (batch {fastest}) "
+                       + (f"batch {batch} is the fastest" + (" (the time budget cuts the run)" if fastest else "")
+                          if batch == quickest else
+                          f"batch {batch} is within {1 - SPEED_MARGIN:.0%} of the fastest (batch {quickest}) "
                           "with more steps"))
     else:
         batch = max([b for b in allowed if b <= current] or [allowed[0]])

@@ -281,7 +281,7 @@ def suggest_settings(cfg: TrainConfig, count: DatasetCount, kind: str = "charact
         gpu = gpu_memory()
         if gpu:
             budget, source = gpu[1], f"the estimate for your {gpu[0]}, {gpu[1] / 2**30:.0f} GB"
-    t, o = cfg.training, cfg.optimizer
+    o = cfg.optimizer
     cap = batch_cap(count.images, seen, o.gradient_accumulation_steps)  # no estimate above what the data allows
     fits = None
     if budget:
@@ -291,14 +291,22 @@ def suggest_settings(cfg: TrainConfig, count: DatasetCount, kind: str = "charact
             source = f"GPU memory not checked: the estimate failed ({str(e).splitlines()[0]})"
     elif vram_bytes is None:
         source = ""  # no GPU and no card given: suggest_batch says how to check
-    choice = suggest_batch(count.images, seen, t.train_batch_size, optimizer=o.optimizer,
-                           accumulation=o.gradient_accumulation_steps, max_fitting=fits, memory_source=source,
-                           speeds=measured_batch_speeds(family=cfg.model.family, resolution=cfg.data.resolution,
-                                                        path=path))
-    speed = known_speed(family=cfg.model.family, resolution=cfg.data.resolution, batch_size=choice.batch_size,
-                        path=path)
-    out = suggest_schedule(count.images, kind, choice.batch_size, reg=reg, steps_per_second=speed, minutes=minutes)
-    out.batch = choice
+    speeds = measured_batch_speeds(family=cfg.model.family, resolution=cfg.data.resolution, path=path)
+
+    def at(fastest: bool) -> Suggestion:
+        choice = suggest_batch(count.images, seen, cfg.training.train_batch_size, optimizer=o.optimizer,
+                               accumulation=o.gradient_accumulation_steps, max_fitting=fits, memory_source=source,
+                               speeds=speeds, fastest=fastest)
+        speed = known_speed(family=cfg.model.family, resolution=cfg.data.resolution, batch_size=choice.batch_size,
+                            path=path)
+        out = suggest_schedule(count.images, kind, choice.batch_size, reg=reg, steps_per_second=speed,
+                               minutes=minutes)
+        out.batch = choice
+        return out
+
+    out = at(fastest=False)
+    if out.note.startswith("Cut to fit"):  # the budget cuts the images seen: the fastest batch sees the most
+        out = at(fastest=True)
     return out
 
 

@@ -108,8 +108,8 @@ print(form.memory())
 # form:
 # - **repeats and epochs**: the guides' 1500-2000 images seen for a character, 3000-6000 for a style, over
 #   about ten epochs (fewer images get more repeats); the *minutes* box fits them to a time budget;
-# - **the batch size**: the smallest one within 10% of the most images per second *measured* here (without
-#   measurements the batch stays as it is), no larger than your GPU holds (checked on this machine's GPU, or on
+# - **the batch size**: the smallest one within 10% of the most images per second *measured* here (the fastest
+#   when the time budget cuts the run; without measurements the batch stays as it is), no larger than your GPU holds (checked on this machine's GPU, or on
 #   the card you give in *GPU GB*), and small enough to keep at least 300 optimizer steps: the same images in
 #   fewer, larger steps teach less. When the batch changes, the learning rates change with it
 #   (× √(new batch ÷ old batch) for AdamW and its kin);
