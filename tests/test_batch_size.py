@@ -249,3 +249,11 @@ def test_a_time_budget_that_cuts_the_run_takes_the_fastest_batch(tmp_path):
     assert "the time budget cuts the run" in cut.text()
     at2 = suggest_schedule(20, "character", 2, steps_per_second=1.9, minutes=3)
     assert cut.seen > at2.seen  # each image seen more often in the same minutes
+
+
+def test_a_run_recorded_without_a_resolution_still_calibrates_the_probe(tmp_path):
+    path = tmp_path / "speed.json"
+    record_speed(2.0, family="sd1", resolution=0, batch_size=1, path=path)  # record_speed's defaults
+    record_speed(4.0, family="sd1", resolution=0, batch_size=1, source=PROBE, path=path)
+    record_speed(3.0, family="sd1", resolution=512, batch_size=2, source=PROBE, path=path)
+    assert known_speed(family="sd1", resolution=512, batch_size=2, path=path) == pytest.approx(3.0 * 2.0 / 4.0)

@@ -190,5 +190,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("project", type=Path)
     p.add_argument("--batches", default="", help="comma-separated batch sizes (default: 1,2,4,8 on a GPU or for a "
                    "tiny model, 1,2 for a real model on a CPU)")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per batch size, at least (and at least 1 s of them), after one untimed")
+    p.add_argument("--steps", type=int, default=3,
+                   help="timed steps per batch size, at least (and at least 1 s of them), after one untimed")
     p.set_defaults(func=_cmd_speed)

@@ -329,6 +329,24 @@ def analytic_optimizer_state(name: str, params: list[torch.Tensor], args: dict) 
     return None
 
 
+def adapter_groups(net, cfg: TrainConfig) -> list[dict]:
+    """The optimizer's parameter groups for an attached adapter: the UNet's LoRA at unet_lr, the text encoders'
+    at text_encoder_lr (the UNet's when that is 0 but they train)."""
+    groups = [{"params": net.parameters("lora_unet"), "lr": cfg.optimizer.unet_lr}] if "lora_unet" in net.parts else []
+    te_params = [p for k in net.parts if k.startswith("lora_te") for p in net.parameters(k)]
+    if te_params:
+        groups.append({"params": te_params, "lr": cfg.optimizer.text_encoder_lr or cfg.optimizer.unet_lr})
+    return groups
+
+
+def enable_checkpointing(base, net) -> None:
+    """Gradient checkpointing for the UNet and the text encoders the adapter trains, as the loop sets it."""
+    base.unet.enable_gradient_checkpointing()
+    for te in base.text_encoders:
+        if te in net.parts.values():
+            te.gradient_checkpointing_enable()
+
+
 def run_step(base, cfg: TrainConfig, *, track: bool = True):
     """One training step as lorakit's loop takes it, on ``base``'s device; (tracker or None, net, optimizer, notes).
 
@@ -340,10 +358,7 @@ def run_step(base, cfg: TrainConfig, *, track: bool = True):
     t, d, notes = cfg.training, cfg.data, []
     dev, dtype, fam = base.device, base.dtype, base.family
     net = Network.attach(base, cfg)
-    groups = [{"params": net.parameters("lora_unet"), "lr": cfg.optimizer.unet_lr}] if "lora_unet" in net.parts else []
-    te_params = [p for k in net.parts if k.startswith("lora_te") for p in net.parameters(k)]
-    if te_params:
-        groups.append({"params": te_params, "lr": cfg.optimizer.text_encoder_lr or cfg.optimizer.unet_lr})
+    groups = adapter_groups(net, cfg)
     params = [p for g in groups for p in g["params"]]
     name, args = cfg.optimizer.optimizer, parse_optimizer_args(cfg.optimizer.optimizer_args)
     extra_state = analytic_optimizer_state(name, params, args) if dev.type == "meta" else None
@@ -353,10 +368,7 @@ def run_step(base, cfg: TrainConfig, *, track: bool = True):
         optimizer = torch.optim.SGD(groups, lr=cfg.optimizer.unet_lr)
         notes.append(f"{name}'s state is counted from its source (it cannot step on meta tensors)")
     if t.gradient_checkpointing:
-        base.unet.enable_gradient_checkpointing()
-        for te in base.text_encoders:
-            if te in net.parts.values():
-                te.gradient_checkpointing_enable()
+        enable_checkpointing(base, net)
     for m in net.parts.values():
         m.train()
     for p in params:  # a first step, untracked: the optimizer's state exists from the second step on

@@ -65,7 +65,7 @@ def measure_batch_speeds(cfg: TrainConfig, batches: tuple[int, ...] | None = Non
     DEFAULT_BATCHES on a GPU or for a tiny model, CPU_BATCHES for a real model on a CPU."""
     from lorakit.lora.network import Network
     from lorakit.models.loading import load_base
-    from lorakit.train.memory import WEIGHT_DTYPES, _step
+    from lorakit.train.memory import WEIGHT_DTYPES, _step, adapter_groups, enable_checkpointing
     from lorakit.train.optimizers import build_optimizer
     from lorakit.train.prepare import configure_speed
     from lorakit.train.steps import PROBE, record_speed
@@ -88,34 +88,31 @@ def measure_batch_speeds(cfg: TrainConfig, batches: tuple[int, ...] | None = Non
     net = Network.attach(base, cfg)
     probe = SpeedProbe(torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", threads)
     try:
-        groups = [{"params": net.parameters("lora_unet"), "lr": cfg.optimizer.unet_lr}] if "lora_unet" in net.parts \
-            else []
-        te_params = [p for k in net.parts if k.startswith("lora_te") for p in net.parameters(k)]
-        if te_params:
-            groups.append({"params": te_params, "lr": cfg.optimizer.text_encoder_lr or cfg.optimizer.unet_lr})
+        groups = adapter_groups(net, cfg)
         params = [p for g in groups for p in g["params"]]
         optimizer = build_optimizer(cfg, groups)
         if cfg.training.gradient_checkpointing:
-            base.unet.enable_gradient_checkpointing()
+            enable_checkpointing(base, net)
         for m in net.parts.values():
             m.train()
         memo: dict = {}
         for b in sorted(set(batches)):
             c = cfg.replace({"training.train_batch_size": b})
+
+            def step(c=c) -> None:
+                _step(base, c, net, params, optimizer, None, dev, dtype, base.family, c.data, c.training,
+                      real=True, text_memo=memo)
+                _sync(dev)  # the clock must see the GPU's work, not only its queueing
+
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    done, start = -warmup, time.perf_counter()  # the clock restarts after the warm-up
+                    for _ in range(warmup):
+                        step()
+                    done, start = 0, time.perf_counter()
                     while done < steps or (time.perf_counter() - start < min_seconds and done < MAX_STEPS):
-                        if done == 0:
-                            _sync(dev)
-                            start = time.perf_counter()
-                        _step(base, c, net, params, optimizer, None, dev, dtype, base.family, c.data, c.training,
-                              real=True, text_memo=memo)
+                        step()
                         done += 1
-                        if done > 0 and dev.type == "cuda":
-                            _sync(dev)  # the clock must see the GPU's work, not only its queueing
-
             except torch.cuda.OutOfMemoryError:
                 optimizer.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
@@ -126,7 +123,7 @@ def measure_batch_speeds(cfg: TrainConfig, batches: tuple[int, ...] | None = Non
         for m in net.parts.values():
             m.eval()
         if cfg.training.gradient_checkpointing:
-            base.unet.disable_gradient_checkpointing()
+            base.unet.disable_gradient_checkpointing()  # as the loop leaves it
         net.detach()  # the cached base model is clean for the next run in this process
     if record:
         for b, sps in probe.steps_per_second.items():

@@ -387,7 +387,8 @@ def known_speed(*, family: str = "", resolution: int = 0, batch_size: int = 1,
         both = [k for k in runs if k in probes]
         if not both:
             return probes[key]
-        near = min(both, key=lambda k: (abs(math.log(k[0] ** 2 * k[1] / max(resolution, 1) ** 2 / batch_size)), k))
+        near = min(both, key=lambda k: (abs(math.log(max(k[0], 1) ** 2 * k[1] / max(resolution, 1) ** 2 / batch_size)),
+                                        k))
         return probes[key] * runs[near] / probes[near]
     work = max(resolution, 1) ** 2 * batch_size
     for speeds in (runs, probes):
@@ -401,11 +402,9 @@ def known_speed(*, family: str = "", resolution: int = 0, batch_size: int = 1,
 def measured_batch_speeds(*, family: str = "", resolution: int = 0, path: Path | None = None) -> dict[int, float]:
     """{batch size: steps/s} measured on this machine at this family and resolution, nothing scaled: the speed
     probe's set when it measured two batches or more (one method for all), else the training runs'."""
-    for source in (PROBE, ""):
-        speeds = {b: sps for (res, b), sps in _speeds_here(family, path, source).items() if res == resolution}
-        if len(speeds) >= 2 or source == "":
-            return speeds
-    return {}
+    probes, runs = ({b: sps for (res, b), sps in _speeds_here(family, path, source).items() if res == resolution}
+                    for source in (PROBE, ""))
+    return probes if len(probes) >= 2 else runs
 
 
 def record_config_speed(cfg: TrainConfig, steps_per_second: float, path: Path | None = None) -> Path:

@@ -282,10 +282,10 @@ class HyperparameterForm:
         import matplotlib.pyplot as plt
         from IPython.display import display
 
-        plan = self.steps_plan()
-        self.steps_out.value = steps_html(plan, self.suggestion(), describe_recipe(self.value()), self.value())
+        cfg, plan = self.value(), self.steps_plan()
+        self.steps_out.value = steps_html(plan, self.suggestion(), describe_recipe(cfg), cfg)
         self.plot_out.clear_output(wait=True)
-        fig = lr_figure(self.value(), plan.total_steps or 1000, plan.steps_per_epoch)
+        fig = lr_figure(cfg, plan.total_steps or 1000, plan.steps_per_epoch)
         with self.plot_out:
             display(fig)
         plt.close(fig)
