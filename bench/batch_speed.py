@@ -19,7 +19,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -44,12 +43,12 @@ def main() -> None:
     from lorakit.demo.recipe import demo_config
     from lorakit.demo.worlds import WORLDS
     from lorakit.train.batch_size import suggest_batch
-    from lorakit.train.events import Callback
     from lorakit.train.loop import train
     from lorakit.train.speed_probe import measure_batch_speeds
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from learning import carry_over, prepare_project  # the worlds' projects, as bench/learning.py builds them
+    from real_size import StepClock
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     batches = tuple(int(b) for b in args.batches.split(","))
@@ -74,24 +73,18 @@ def main() -> None:
 
     probe = measure_batch_speeds(cfg, batches, record=False, device=args.device if args.real else None)
 
-    class Clock(Callback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-
-        def on_step(self, step: int, loss: float, lr: float) -> None:
-            self.times.append(time.perf_counter())
-
     trained = {}
     for b in batches:
         if b in probe.out_of_memory:
             print(f"batch {b}: out of GPU memory in the probe, not trained")
             break
-        clock = Clock()
+        clock = StepClock(cuda=probe.device != "cpu", reset_peak=False)  # marks the start, then each step
         run = cfg.replace({"training.train_batch_size": b, "training.max_train_steps": args.steps,
                            "training.max_train_epochs": 0})
         train(project, run, callbacks=[clock])
-        first = min(4, len(clock.times) - 2)  # timed from the 5th step (the 2nd of a short run)
-        trained[b] = (len(clock.times) - 1 - first) / (clock.times[-1] - clock.times[first])
+        times = clock.marks[1:]  # after each step
+        first = min(4, len(times) - 2)  # timed from the 5th step (the 2nd of a short run)
+        trained[b] = (len(times) - 1 - first) / (times[-1] - times[first])
 
     print(f"{name}, {probe.device}, {probe.threads} thread(s); probe took {probe.seconds:.0f} s")
     print(f"{'batch':>5} {'probe steps/s':>14} {'train steps/s':>14} {'probe img/s':>12} {'train img/s':>12} "
